@@ -1,0 +1,49 @@
+# ActionLLM -- two set-up commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+# torch first and pinned: an unpinned torch would pull several GB of CUDA wheels.
+TORCH  := torch==2.13.0
+DEMO   ?= data/demo
+
+.PHONY: install install-dev demo test test-fast lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(VENV)/bin/actionllm synth-gait --out $(DEMO)/shards --subjects 12 --per-subject 4
+	$(VENV)/bin/actionllm info $(DEMO)/shards
+	$(VENV)/bin/actionllm stream --data $(DEMO)/shards --window 18 --stride 9 --local
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest -q tests
+
+test-fast: $(DEV_STAMP)
+	$(PY) -m pytest -q tests/unit
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check actionllm training services tests bench
+	$(PY) tests/check_imports.py
+
+bench: $(STAMP)
+	$(PY) bench/bench_shards.py
+
+clean:
+	rm -rf $(VENV) data/demo .pytest_cache

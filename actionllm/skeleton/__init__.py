@@ -1,0 +1,1 @@
+"""Skeleton data: layouts, sequences, transforms, readers, Parquet shards."""
