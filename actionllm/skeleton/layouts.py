@@ -99,8 +99,9 @@ COCO17 = register_layout(Layout(
     joints=("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
             "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
             "left_knee", "right_knee", "left_ankle", "right_ankle"),
+    # PYSKL's coco graph (a tree: shoulders hang from the nose; no shoulder-shoulder or hip-hip edge)
     bones=(("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"), ("right_eye", "right_ear"),
-           ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+           ("nose", "left_shoulder"), ("nose", "right_shoulder"),
            *_limbs([("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("left_shoulder", "left_hip"),
                     ("left_hip", "left_knee"), ("left_knee", "left_ankle")])),
     face=_FACE5,
@@ -233,3 +234,21 @@ def coco17_mapping(layout: Layout | str) -> dict[str, str | None]:
         candidates = COCO17_STAND_INS.get(joint, (joint,))
         mapping[joint] = next((c for c in candidates if c in layout.joints), None)
     return mapping
+
+
+def derived_layout(base: Layout | str, joints: list[str] | tuple[str, ...], name: str | None = None,
+                   extra_bones: tuple[tuple[str, str], ...] = ()) -> Layout:
+    """A registered layout made of some joints of `base` (plus virtual ones), e.g. COCO-17 minus the face
+    plus the body centre. Bones are the base bones among the kept joints plus `extra_bones`. Registering the
+    same name twice with the same joints returns the existing layout."""
+    base = get_layout(base) if isinstance(base, str) else base
+    joints = tuple(joints)
+    name = name or f"{base.name}[{','.join(joints)}]"
+    if name in LAYOUTS:
+        if LAYOUTS[name].joints != joints:
+            raise ValueError(f"layout {name!r} is registered with other joints")
+        return LAYOUTS[name]
+    keep = set(joints)
+    bones = tuple((a, b) for a, b in base.bones if a in keep and b in keep) + tuple(extra_bones)
+    return register_layout(Layout(name=name, joints=joints, bones=bones, face=base.face & keep,
+                                  description=f"derived from {base.name}"))

@@ -1,0 +1,132 @@
+"""Transforms on SkeletonSequence: joint selection, mapping to coco17, virtual joints, per-frame
+normalisation, sliding windows and fps resampling. Pure numpy; each returns a new sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layouts import COCO17, coco17_mapping, derived_layout
+from .sequence import SkeletonSequence
+
+BODY_CENTRE = "body_centre"
+
+
+def select_joints(seq: SkeletonSequence, joints: list[str], layout_name: str | None = None) -> SkeletonSequence:
+    """Keep `joints` (by name, in the given order) as a derived layout."""
+    idx = seq.layout_spec.indices(joints)
+    lay = derived_layout(seq.layout_spec, joints, layout_name)
+    scores = None if seq.scores is None else seq.scores[:, :, idx]
+    return seq.with_(joints=seq.joints[:, :, idx], scores=scores, layout=lay.name)
+
+
+def drop_face(seq: SkeletonSequence) -> SkeletonSequence:
+    """Drop the layout's face joints (eyes, ears, nose for COCO: Action-JointsLLM sec. 4.1.2)."""
+    lay = seq.layout_spec
+    keep = [j for j in lay.joints if j not in lay.face]
+    return select_joints(seq, keep, f"{lay.name}-noface") if len(keep) < lay.num_joints else seq
+
+
+def to_coco17(seq: SkeletonSequence) -> SkeletonSequence:
+    """Map any layout onto coco17. Joints the source lacks are zeros with score 0 (never invented)."""
+    if seq.layout == COCO17.name:
+        return seq
+    mapping = coco17_mapping(seq.layout)
+    m, t, _, c = seq.joints.shape
+    joints = np.zeros((m, t, COCO17.num_joints, c), np.float32)
+    scores = np.zeros((m, t, COCO17.num_joints), np.float32)
+    src_scores = seq.scores if seq.scores is not None else np.ones(seq.joints.shape[:3], np.float32)
+    for k, target in enumerate(COCO17.joints):
+        src = mapping[target]
+        if src is not None:
+            i = seq.layout_spec.index(src)
+            joints[:, :, k] = seq.joints[:, :, i]
+            scores[:, :, k] = src_scores[:, :, i]
+    return seq.with_(joints=joints, scores=scores, layout=COCO17.name,
+                     meta={**seq.meta, "coco17_from": seq.layout})
+
+
+def body_centre(joints: np.ndarray, left: int, right: int) -> np.ndarray:
+    """Eq. 1 of Action-JointsLLM: the body centre is the shoulder midpoint, c_t = (p_t^ls + p_t^rs) / 2."""
+    return 0.5 * (joints[..., left, :] + joints[..., right, :])
+
+
+def add_body_centre(seq: SkeletonSequence) -> SkeletonSequence:
+    """Append the virtual joint `body_centre` (shoulder midpoint); its score is the weaker shoulder's."""
+    lay = seq.layout_spec
+    ls, rs = lay.index("left_shoulder"), lay.index("right_shoulder")
+    centre = body_centre(seq.joints, ls, rs)[:, :, None]
+    new = derived_layout(lay, (*lay.joints, BODY_CENTRE), f"{lay.name}+centre",
+                         extra_bones=((BODY_CENTRE, "left_shoulder"), (BODY_CENTRE, "right_shoulder")))
+    scores = None
+    if seq.scores is not None:
+        scores = np.concatenate([seq.scores, np.minimum(seq.scores[:, :, ls], seq.scores[:, :, rs])[:, :, None]], 2)
+    return seq.with_(joints=np.concatenate([seq.joints, centre], axis=2), scores=scores, layout=new.name)
+
+
+def normalise_frames(joints: np.ndarray, eps: float = 1e-6, per_axis: bool = True) -> np.ndarray:
+    """Eqs. 2-4 of Action-JointsLLM: per frame, mu_t = mean_v p_tv, sigma_t^2 = mean_v (p_tv - mu_t)^2,
+    p'_tv = (p_tv - mu_t) / sqrt(sigma_t^2 + eps). Works on [..., V, C].
+    # not specified in the paper: whether mu/sigma are per axis or pooled over x and y; default per axis.
+    """
+    axes = (-2,) if per_axis else (-2, -1)
+    mu = joints.mean(axis=axes, keepdims=True)
+    var = ((joints - mu) ** 2).mean(axis=axes, keepdims=True)
+    return ((joints - mu) / np.sqrt(var + eps)).astype(np.float32)
+
+
+def normalise_sequence(seq: SkeletonSequence, eps: float = 1e-6, per_axis: bool = True) -> SkeletonSequence:
+    return seq.with_(joints=normalise_frames(seq.joints, eps, per_axis))
+
+
+def window_starts(num_frames: int, size: int, stride: int | None = None) -> list[int]:
+    """Start frames of the sliding windows [s, s + size). `stride=None` ('no stride') means stride = size.
+
+    T=72, N=18, stride 9 -> 0, 9, ..., 54 (7 windows); no stride -> 0, 18, 36, 54 (4 windows). A sequence
+    shorter than one window gives one window at 0 that the consumer pads; a tail shorter than a window
+    is not a window of its own (as the paper's sliding sampling).
+    """
+    if size < 1:
+        raise ValueError(f"window size must be >= 1, got {size}")
+    stride = size if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if num_frames <= size:
+        return [0]
+    return list(range(0, num_frames - size + 1, stride))
+
+
+def sliding_windows(seq: SkeletonSequence, size: int, stride: int | None = None,
+                    pad: bool = True) -> list[SkeletonSequence]:
+    """Cut windows of `size` frames; a short sequence is padded by repeating its last frame (pad=True)."""
+    out = []
+    for s in window_starts(seq.num_frames, size, stride):
+        joints = seq.joints[:, s:s + size]
+        scores = None if seq.scores is None else seq.scores[:, s:s + size]
+        if pad and joints.shape[1] < size:
+            extra = size - joints.shape[1]
+            joints = np.concatenate([joints, np.repeat(joints[:, -1:], extra, axis=1)], axis=1)
+            if scores is not None:
+                scores = np.concatenate([scores, np.zeros_like(scores[:, :1]).repeat(extra, 1)], axis=1)
+        out.append(seq.with_(sample_id=f"{seq.sample_id}@{s}", joints=joints, scores=scores,
+                             meta={**seq.meta, "window_start": s, "source_id": seq.sample_id}))
+    return out
+
+
+def resample_fps(seq: SkeletonSequence, target_fps: float) -> SkeletonSequence:
+    """Resample to `target_fps` by linear interpolation in time (scores: nearest frame)."""
+    if target_fps <= 0:
+        raise ValueError(f"target fps must be > 0, got {target_fps}")
+    if seq.num_frames < 2 or abs(seq.fps - target_fps) < 1e-6:
+        return seq.with_(fps=float(target_fps))
+    t_src = np.arange(seq.num_frames) / seq.fps
+    n_out = max(int(np.floor(t_src[-1] * target_fps + 1e-9)) + 1, 1)
+    t_out = np.arange(n_out) / target_fps
+    pos = np.clip(t_out * seq.fps, 0, seq.num_frames - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, seq.num_frames - 1)
+    w = (pos - lo)[None, :, None, None].astype(np.float32)
+    joints = (1 - w) * seq.joints[:, lo] + w * seq.joints[:, hi]
+    scores = None if seq.scores is None else seq.scores[:, np.rint(pos).astype(int)]
+    return seq.with_(joints=joints.astype(np.float32), scores=scores, fps=float(target_fps))
+
+
