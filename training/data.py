@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+from ray.data.expressions import col
 
 from actionllm.skeleton.shards import Manifest, row_to_sequence, shard_files
 from actionllm.skeleton.transforms import sliding_windows
@@ -55,7 +56,7 @@ def read_sequences(data: str, split: str | None = None) -> ray.data.Dataset:
     if split is not None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
-        ds = ds.filter(expr=f"split == '{split}'")
+        ds = ds.filter(expr=col("split") == split)
     return ds
 
 

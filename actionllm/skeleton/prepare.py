@@ -7,9 +7,9 @@ the file and line, unless `skip_bad`, in which case it is listed as rejected too
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,11 +24,12 @@ SPLITS = ("train", "val", "test")
 
 
 def val_split(sample_id: str, split: str, val_fraction: float) -> str:
-    """Move a deterministic `val_fraction` of the training sequences to 'val' (crc32 of the id, so the
-    choice does not depend on order or on the machine)."""
+    """Move a deterministic `val_fraction` of the training sequences to 'val' (a SHA-256 of the id, so the
+    choice depends neither on order nor on the machine; crc32 was too regular on ids like 'a01_s01_e01')."""
     if split != "train" or val_fraction <= 0:
         return split
-    return "val" if zlib.crc32(sample_id.encode()) / 2**32 < val_fraction else split
+    u = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "big") / 2**64
+    return "val" if u < val_fraction else split
 
 
 def iter_reader(reader: Reader, files: list[Path], skip_bad: bool,

@@ -23,7 +23,6 @@ itself. Top-level ``subject`` and ``fps`` (else option ``fps``, default 30) are 
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -117,9 +116,9 @@ def _read_mmpose(path: Path, frames: list) -> tuple[np.ndarray, np.ndarray]:
         ids = [int(f["frame_id"]) for f in frames]
         base, count = (min(ids), max(ids) - min(ids) + 1) if ids else (0, 0)
         xy, sc = np.zeros((count, 17, 2)), np.zeros((count, 17))
-        for fid, f in zip(ids, frames):
-            people = [(np.asarray(p["keypoints"], dtype=np.float64), np.asarray(p["keypoint_scores"], dtype=np.float64))
-                      for p in f.get("instances", [])]
+        for fid, f in zip(ids, frames, strict=True):
+            people = [(np.asarray(p["keypoints"], dtype=np.float64),
+                       np.asarray(p["keypoint_scores"], dtype=np.float64)) for p in f.get("instances", [])]
             for k, s in people:
                 if k.shape != (17, 2) or s.shape != (17,):
                     raise FormatError(path, f"frame {fid}: keypoints {k.shape} / scores {s.shape}, expected 17")

@@ -127,7 +127,8 @@ def parse_skeleton(path: Path) -> tuple[int, dict[str, dict[int, np.ndarray]]]:
 
 def motion(frames: dict[int, np.ndarray]) -> float:
     ts = sorted(frames)
-    return float(sum(np.linalg.norm(frames[b][:, :3] - frames[a][:, :3], axis=1).sum() for a, b in zip(ts, ts[1:])))
+    steps = zip(ts[:-1], ts[1:], strict=True)
+    return float(sum(np.linalg.norm(frames[b][:, :3] - frames[a][:, :3], axis=1).sum() for a, b in steps))
 
 
 @register_reader
