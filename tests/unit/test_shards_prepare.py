@@ -31,7 +31,7 @@ def test_round_trip_exact(tmp_path):
     assert pq.read_schema(tmp_path / files[0]).equals(SCHEMA)
     back = [s for s, _ in read_shards(tmp_path)]
     assert len(back) == 4
-    for a, b in zip(seqs, back):
+    for a, b in zip(seqs, back, strict=True):
         assert a.equals(b), a.sample_id
     assert back[2].scores is None and back[1].num_bodies == 2 and back[1].dims == 3
 

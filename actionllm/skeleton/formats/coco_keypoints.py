@@ -18,12 +18,15 @@ Labels: option ``labels`` (a JSON object or a 2-column CSV mapping file stem -> 
 top-level ``action``/``label`` key. Names (strings) are indexed into ``class_names`` = the sorted unique
 names over all files (found lazily, which reads every file once); an integer label is used as the index
 itself. Top-level ``subject`` and ``fps`` (else option ``fps``, default 30) are read when present.
+
+Protocol: these files carry no official split, so the only one is ``holdout`` (see `holdout`).
 """
 
 from __future__ import annotations
 
 import csv
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,13 @@ from .base import FormatError, Reader, Rejection, register_reader
 from .nw_ucla import load_json
 
 COCO = get_layout("coco17").joints
+
+
+def holdout(seq: SkeletonSequence) -> str:
+    """Deterministic 80/20 split by a hash of the sample id (crc32, so it does not depend on order).
+
+    For sources without an official split. Samples of one subject can land on both sides."""
+    return "test" if zlib.crc32(seq.sample_id.encode()) / 2**32 >= 0.8 else "train"
 
 
 def natural_key(s: str) -> list:
@@ -158,6 +168,10 @@ class COCOKeypointsReader(Reader):
             seen = {self._label_of(p, None if self.label_map is not None else load_json(p)) for p in self.files()}
             self._names = sorted(n for n in seen if isinstance(n, str))
         return list(self._names)
+
+    @property
+    def protocols(self):
+        return {"holdout": holdout}
 
     def read_file(self, path: Path) -> Iterator[SkeletonSequence | Rejection]:
         path = Path(path)

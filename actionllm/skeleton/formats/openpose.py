@@ -14,6 +14,7 @@ other layout is yielded and rejected by prepare's layout check.
 
 Labels: option ``labels`` (a JSON object: video folder name -> label name) or ``label_from="parent"``
 (the video folder's parent folder name); class_names are the sorted unique names of the videos found.
+Protocol: ``holdout`` only (a deterministic 80/20 split by sample id; OpenPose output has no split).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, register_reader
+from .coco_keypoints import holdout
 from .nw_ucla import load_json
 
 FRAME_RE = re.compile(r"_(\d+)_keypoints\.json$")
@@ -111,6 +113,10 @@ class OpenPoseReader(Reader):
     def class_names(self) -> list[str]:
         return sorted({n for n in (self._label_name(v) for v in self.files()) if n})
 
+    @property
+    def protocols(self):
+        return {"holdout": holdout}
+
     def read_file(self, path: Path) -> Iterator[SkeletonSequence | Rejection]:
         video = Path(path)
         frames = frame_files(video)
@@ -128,7 +134,7 @@ class OpenPoseReader(Reader):
                     raise FormatError(f, f"{len(p)} keypoints, but {source} has {count} (mixed models)")
             per_frame[number - first] = sorted(people, key=lambda p: -p[:, 2].mean())[: self.max_bodies]
         layout = LAYOUT_BY_COUNT[count] if count else self.layout
-        joints = count or {v: k for k, v in LAYOUT_BY_COUNT.items()}[layout]
+        joints = count or {v: k for k, v in LAYOUT_BY_COUNT.items()}.get(layout, 25)
         data = np.zeros((self.max_bodies, frames[-1][0] - first + 1, joints, 3))
         for t, people in per_frame.items():
             for m, p in enumerate(people):

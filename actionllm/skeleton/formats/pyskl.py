@@ -9,7 +9,8 @@ SECURITY: unpickling runs code. Only load local pickle files that the user named
 
 Protocols come from the file's ``split``: ``<p>_train`` with ``<p>_test`` (preferred) or ``<p>_val``
 gives protocol ``<p>``; plain ``train`` with ``test``/``val`` gives ``official``. A sample in neither list
-of the chosen protocol is an error (ValueError) rather than a silent guess. Class names: option
+of the chosen protocol is an error (ValueError) rather than a silent guess. A pickle without any such
+pair offers ``holdout`` (a deterministic 80/20 split by frame_dir) instead. Class names: option
 ``class_names`` (a list or a text file with one name per line), else none (labels stay indices, empty
 names). NTU-style frame_dirs (``S001C002P003R002A013``) give subject (P) and view (C), else "".
 """
@@ -25,6 +26,7 @@ import numpy as np
 from ..layouts import get_layout
 from ..sequence import SkeletonSequence
 from .base import FormatError, Protocol, Reader, Rejection, register_reader
+from .coco_keypoints import holdout
 from .ntu import parse_name
 
 
@@ -104,6 +106,8 @@ class PYSKLReader(Reader):
                     old[0].update(train)
                     old[1].update(test)
             self._protocols = {n: make_protocol(n, tr, te) for n, (tr, te) in sorted(pairs.items())}
+            if not self._protocols:
+                self._protocols = {"holdout": holdout}
         return self._protocols
 
     def read_file(self, path: Path) -> Iterator[SkeletonSequence | Rejection]:

@@ -25,10 +25,17 @@ from .base import FormatError, Reader, Rejection, odd_subjects_train, register_r
 from .msr_action3d import parse_rows
 
 CLASSES = ("walk", "sitDown", "standUp", "pickUp", "carry", "throw", "push", "pull", "waveHands", "clapHands")
-# Nominal Kinect v1 rate (the dataset page gives 30 f/s). The stored rows are sparser: frame numbers step by
-# 2-8 (mostly 4) and sometimes repeat, so a segment's rows are about 7.5 per second of recording; the frame
-# numbers of each segment's rows are kept in meta["frames"] for anyone who needs real timing.
-FPS = 30.0
+# Frame numbers count Kinect v1 frames at 30 f/s (the dataset page), but the stored rows are sparser: numbers
+# step by 2-8 (mostly 4) and sometimes repeat. A segment's fps is therefore its rows' rate, 30 / median step
+# (about 7.5), so that durations and fps resampling are right; the frame numbers stay in meta["frames"].
+KINECT_FPS = 30.0
+
+
+def segment_fps(frame_numbers: np.ndarray) -> float:
+    """Rows per second of a segment: 30 / the median positive step between frame numbers."""
+    steps = np.diff(frame_numbers)
+    steps = steps[steps > 0]
+    return KINECT_FPS / float(np.median(steps)) if steps.size else KINECT_FPS
 _HEADER = re.compile(r"^s(\d+)_e(\d+)$")
 
 
@@ -120,7 +127,7 @@ class UTKinectReader(Reader):
                 label_name=action,
                 dataset=self.name,
                 subject=str(int(m.group(1))),
-                fps=FPS,
+                fps=segment_fps(frames[keep]),
                 meta={"source": str(path), "start_frame": start, "end_frame": end,
                       "frames": np.asarray(frames[keep], dtype=np.int64)},
             )
