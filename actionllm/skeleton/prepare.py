@@ -7,7 +7,6 @@ the file and line, unless `skip_bad`, in which case it is listed as rejected too
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats.base import FormatError, Protocol, Reader, Rejection
+from .formats.base import FormatError, Protocol, Reader, Rejection, unit_hash
 from .sequence import SkeletonSequence
 from .shards import Manifest, RejectedSequence, ShardWriter
 
@@ -28,8 +27,7 @@ def val_split(sample_id: str, split: str, val_fraction: float) -> str:
     choice depends neither on order nor on the machine; crc32 was too regular on ids like 'a01_s01_e01')."""
     if split != "train" or val_fraction <= 0:
         return split
-    u = int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "big") / 2**64
-    return "val" if u < val_fraction else split
+    return "val" if unit_hash("val:" + sample_id) < val_fraction else split
 
 
 def iter_reader(reader: Reader, files: list[Path], skip_bad: bool,

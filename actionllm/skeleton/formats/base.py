@@ -133,3 +133,17 @@ def subject_split(train_subjects: set[int]) -> Protocol:
 def odd_subjects_train(seq: SkeletonSequence) -> str:
     """The common cross-subject protocol of MSR Action3D / UTD-MHAD: odd subjects train, even test."""
     return "train" if int(seq.subject) % 2 == 1 else "test"
+
+
+def unit_hash(text: str) -> float:
+    """A number in [0, 1) fixed by `text` (SHA-256): order- and machine-independent splits. crc32 is too
+    regular on ids that differ in one digit ('f01', 'f02': odd and even ids fell on opposite sides)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+def holdout(seq: SkeletonSequence) -> str:
+    """Deterministic 80/20 train/test split by a hash of the sample id, for sources without an official
+    split. Samples of one subject can land on both sides."""
+    return "test" if unit_hash("holdout:" + seq.sample_id) >= 0.8 else "train"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import re
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,17 +34,10 @@ import numpy as np
 
 from ..layouts import get_layout
 from ..sequence import SkeletonSequence
-from .base import FormatError, Reader, Rejection, register_reader
+from .base import FormatError, Reader, Rejection, holdout, register_reader
 from .nw_ucla import load_json
 
 COCO = get_layout("coco17").joints
-
-
-def holdout(seq: SkeletonSequence) -> str:
-    """Deterministic 80/20 split by a hash of the sample id (crc32, so it does not depend on order).
-
-    For sources without an official split. Samples of one subject can land on both sides."""
-    return "test" if zlib.crc32(seq.sample_id.encode()) / 2**32 >= 0.8 else "train"
 
 
 def natural_key(s: str) -> list:

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sequence import SkeletonSequence
-from .base import FormatError, Reader, Rejection, register_reader
-from .coco_keypoints import holdout
+from .base import FormatError, Reader, Rejection, holdout, register_reader
 from .nw_ucla import load_json
 
 FRAME_RE = re.compile(r"_(\d+)_keypoints\.json$")

@@ -25,8 +25,7 @@ import numpy as np
 
 from ..layouts import get_layout
 from ..sequence import SkeletonSequence
-from .base import FormatError, Protocol, Reader, Rejection, register_reader
-from .coco_keypoints import holdout
+from .base import FormatError, Protocol, Reader, Rejection, holdout, register_reader
 from .ntu import parse_name
 
 
