@@ -159,7 +159,10 @@ def save_base(model: PreTrainedModel, folder: str | Path, dtype: torch.dtype | N
         del conf.quantization_config
     dtype = dtype or model.dtype
     fresh = AutoModelForCausalLM.from_config(conf, dtype=dtype, attn_implementation=conf._attn_implementation)
-    fresh.load_state_dict(model.state_dict())
+    # a base model with LoRA layers injected in place (PeftModel.get_base_model()) keeps its own weights
+    # under `<module>.base_layer.weight`: strip the adapter so that the folder is the plain base model
+    state = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if ".lora_" not in k}
+    fresh.load_state_dict(state)
     fresh.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
 
