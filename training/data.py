@@ -27,7 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     stderr is not a terminal (CI logs), on for people."""
     if not ray.is_initialized():
         kwargs = {"address": address} if address else {"num_cpus": num_cpus}
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+        ray.init(include_dashboard=False, configure_logging=False, **kwargs)
     quiet = (not os.isatty(2)) if quiet is None else quiet
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not quiet

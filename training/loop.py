@@ -90,6 +90,17 @@ def save_checkpoint(rec: Recognizer, opt, sched, epoch: int, step: int, metrics:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
+def maybe_inject_failure(tc: TrainConfig, epoch: int, rank: int, world: int) -> None:
+    """Testing fault tolerance: the last worker dies hard (os._exit, not an exception the loop could catch)
+    at the first optimiser step after epoch `fail_at_epoch` was checkpointed -- once per run folder."""
+    if tc.fail_at_epoch is None or epoch != tc.fail_at_epoch + 1 or rank != world - 1:
+        return
+    marker = Path(tc.output) / ".injected_failure"
+    if not marker.exists():
+        marker.write_text(f"worker {rank} killed at the first step of epoch {epoch}\n")
+        os._exit(1)
+
+
 def train_loop_per_worker(config: dict) -> None:
     tc = TrainConfig.model_validate(config["train"])
     ds_meta = config["dataset"]
@@ -142,6 +153,7 @@ def train_loop_per_worker(config: dict) -> None:
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            maybe_inject_failure(tc, epoch, rank, world)
             if rank == 0 and step % tc.log_every == 0:
                 dt = time.perf_counter() - t0
                 line = {"epoch": epoch, "step": step, "loss": run_loss / run_n, "accuracy": run_correct / run_n,
@@ -165,10 +177,5 @@ def train_loop_per_worker(config: dict) -> None:
             with log_path.open("a") as f:
                 f.write(json.dumps({"kind": "epoch", **metrics}) + "\n")
         save_checkpoint(_unwrap(model), opt, sched, epoch, step, metrics, rank)
-        marker = Path(tc.output) / ".injected_failure"
-        if tc.fail_at_epoch == epoch and not marker.exists():
-            if rank == world - 1:
-                marker.write_text(f"failed after epoch {epoch}\n")
-                os._exit(1)  # a hard worker crash (testing fault tolerance), not an exception the loop could catch
         if step >= total_steps:
             break

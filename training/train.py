@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -45,7 +46,7 @@ def encoded(data: str, split: str, recipe_cfg, layout: str, dims: int, workers: 
     bridge = recipe_cfg.bridge
     return window_dataset(data, bridge.window, bridge.stride, split).map_batches(
         WindowEncoder, fn_constructor_kwargs={"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims},
-        batch_size=16, concurrency=(1, max(1, workers)), batch_format="numpy")
+        batch_size=16, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)), batch_format="numpy")
 
 
 def run_training(tc: TrainConfig, address: str | None = None) -> dict:
