@@ -28,11 +28,14 @@ $(DEV_STAMP): $(STAMP)
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
+# synthetic gait -> shards -> Ray Data stream -> Ray Train (2 workers, tiny backbone) -> evaluate -> report
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(VENV)/bin/actionllm synth-gait --out $(DEMO)/shards --subjects 12 --per-subject 4
-	$(VENV)/bin/actionllm info $(DEMO)/shards
-	$(VENV)/bin/actionllm stream --data $(DEMO)/shards --window 18 --stride 9 --local
+	$(VENV)/bin/actionllm synth-gait --out $(DEMO)/shards --subjects 12 --per-subject 4 --seconds 4
+	$(VENV)/bin/actionllm stream --data $(DEMO)/shards --window 12 --stride 12 --local
+	$(VENV)/bin/actionllm train --config training/configs/demo.yaml --data $(DEMO)/shards --output $(DEMO)/run
+	$(VENV)/bin/actionllm evaluate --checkpoint $(DEMO)/run/recognizer --data $(DEMO)/shards --split test --report $(DEMO)/report
+	@echo "demo report: $(DEMO)/report/report.json (confusion.png, attention_frames.png, attention_joints.png)"
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q tests
@@ -46,6 +49,7 @@ lint: $(DEV_STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_shards.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) data/demo .pytest_cache

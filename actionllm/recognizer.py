@@ -88,9 +88,9 @@ def collate(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = s
         mask[i, : len(s)] = 1
-    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}  # fresh, writable arrays
     if "label" in batch:
-        out["labels"] = torch.as_tensor(np.asarray(batch["label"], np.int64))
+        out["labels"] = torch.from_numpy(np.array(batch["label"], np.int64))  # a copy: Ray hands read-only arrays
     return out
 
 

@@ -46,8 +46,8 @@ def main() -> None:
             reader = get_reader(fmt)(src)
             out = Path(tmp) / fmt
             prepare(reader, out, protocol)
-            t_src, n_src = best_of(lambda: sum(1 for _ in reader), args.repeats)
-            t_shd, n_shd = best_of(lambda: sum(1 for _ in read_shards(out)), args.repeats)
+            t_src, n_src = best_of(lambda r=reader: sum(1 for _ in r), args.repeats)
+            t_shd, n_shd = best_of(lambda o=out: sum(1 for _ in read_shards(o)), args.repeats)
             print(f"{fmt:14} {t_src:9.3f} {t_shd:9.3f} {n_src / t_src:10.0f} {n_shd / t_shd:12.0f}"
                   f" {t_src / t_shd:6.2f} {size_mb(src):7.1f} {size_mb(out):8.1f}")
 

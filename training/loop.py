@@ -9,14 +9,15 @@ import math
 import os
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
 from peft import set_peft_model_state_dict
+from ray.data.collate_fn import NumpyBatchCollateFn
 from safetensors.torch import load_file
 from transformers import get_cosine_schedule_with_warmup
 
@@ -25,6 +26,16 @@ from actionllm.recognizer import Recognizer, collate
 from .config import TrainConfig
 
 STATE = "train_state.pt"
+
+
+class PadCollate(NumpyBatchCollateFn):
+    """Dynamic padding of token windows (actionllm.recognizer.collate) as Ray Data's collate class."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return collate(batch, self.pad_id)
 
 
 def _unwrap(model):
@@ -57,7 +68,7 @@ def evaluate_shard(model, shard, batch_size: int, pad_id: int, device) -> dict:
     model.eval()
     loss_sum, correct, total = 0.0, 0.0, 0.0
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=partial(collate, pad_id=pad_id)):
+        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=PadCollate(pad_id)):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
             loss_sum += float(out["loss"]) * len(batch["labels"])
@@ -135,7 +146,7 @@ def train_loop_per_worker(config: dict) -> None:
         run_loss, run_correct, run_n = 0.0, 0.0, 0
         for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                     local_shuffle_seed=tc.seed + epoch,
-                                                    collate_fn=partial(collate, pad_id=rec.pad_id)):
+                                                    collate_fn=PadCollate(rec.pad_id)):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast:
                 out = model(**batch, class_weights=cw)
