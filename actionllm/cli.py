@@ -82,6 +82,8 @@ def prepare(
     val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="share of train moved to val (by id hash)"),
     skip_bad: bool = typer.Option(False, help="record malformed files as rejected instead of stopping"),
     min_frames: int = typer.Option(2, min=1, help="shorter sequences are rejected"),
+    shuffle_buffer: int = typer.Option(4096, min=0, help="sequences held to shuffle shard order (0/1: keep the source order)"),
+    seed: int = typer.Option(0, help="seed of the file-order and buffer shuffle"),
     option: list[str] = typer.Option([], "--option", "-O", help="reader option KEY=VALUE, e.g. -O split=2"),
 ) -> None:
     """Convert a skeleton dataset into Parquet shards and a manifest (counts, classes, rejections).
@@ -105,7 +107,8 @@ def prepare(
         try:
             manifest = run_prepare(
                 reader, output, protocol, val_fraction=val_fraction, shard_size=shard_size, skip_bad=skip_bad,
-                min_frames=min_frames, on_start=lambda n: bar.update(task, total=n),
+                min_frames=min_frames, shuffle_buffer=shuffle_buffer, seed=seed,
+                on_start=lambda n: bar.update(task, total=n),
                 on_file=lambda _: bar.advance(task))
         except (FormatError, FileExistsError, FileNotFoundError, ValueError, KeyError) as err:
             _fail(str(err).strip('"'))

@@ -48,11 +48,12 @@ def window_rows(row: dict, size: int, stride: int | None) -> list[dict]:
     return out
 
 
-def read_sequences(data: str, split: str | None = None) -> ray.data.Dataset:
-    """The shards of a prepared folder as a Ray Dataset of sequence rows (optionally one split)."""
+def read_sequences(data: str, split: str | None = None, shuffle: bool = False) -> ray.data.Dataset:
+    """The shards of a prepared folder as a Ray Dataset of sequence rows (optionally one split).
+    `shuffle` reads the shard files in a new random order each epoch (prepare already mixed the rows)."""
     Manifest.read(data)  # a clear error if this is not a shard folder
     files = [str(p) for p in shard_files(data)]
-    ds = ray.data.read_parquet(files)
+    ds = ray.data.read_parquet(files, shuffle="files" if shuffle else None)
     if split is not None:
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -60,11 +61,12 @@ def read_sequences(data: str, split: str | None = None) -> ray.data.Dataset:
     return ds
 
 
-def window_dataset(data: str, window: int, stride: int | None = None, split: str | None = None) -> ray.data.Dataset:
+def window_dataset(data: str, window: int, stride: int | None = None, split: str | None = None,
+                   shuffle: bool = False) -> ray.data.Dataset:
     """Sequences -> sliding windows of `window` frames (stride None = no stride), streamed."""
     if window < 1 or (stride is not None and stride < 1):
         raise ValueError(f"window must be >= 1 and stride >= 1 (got window={window}, stride={stride})")
-    return read_sequences(data, split).flat_map(window_rows, fn_kwargs={"size": window, "stride": stride})
+    return read_sequences(data, split, shuffle).flat_map(window_rows, fn_kwargs={"size": window, "stride": stride})
 
 
 def stream_stats(data: str, window: int, stride: int | None = None, split: str | None = "train",

@@ -44,7 +44,7 @@ def count_windows(data: str, split: str, window: int, stride: int | None) -> tup
 
 def encoded(data: str, split: str, recipe_cfg, layout: str, dims: int, workers: int):
     bridge = recipe_cfg.bridge
-    return window_dataset(data, bridge.window, bridge.stride, split).map_batches(
+    return window_dataset(data, bridge.window, bridge.stride, split, shuffle=split == "train").map_batches(
         WindowEncoder, fn_constructor_kwargs={"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims},
         batch_size=16, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)), batch_format="numpy")
 

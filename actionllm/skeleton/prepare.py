@@ -7,6 +7,7 @@ the file and line, unless `skip_bad`, in which case it is listed as rejected too
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -50,10 +51,32 @@ def iter_reader(reader: Reader, files: list[Path], skip_bad: bool,
         yield from items
 
 
+def shuffled(items: Iterable, buffer: int, seed: int) -> Iterator:
+    """A seeded, bounded-memory shuffle: keep `buffer` items, emit a random one as each new item arrives.
+
+    Readers yield sequences grouped by file and usually by class (a01..., a02...); a trainer streaming the
+    shards in that order would see one class at a time. Together with a shuffled file order this mixes the
+    shards without holding the dataset in memory. buffer <= 1 keeps the source order."""
+    if buffer <= 1:
+        yield from items
+        return
+    rng = random.Random(seed)
+    pool: list = []
+    for item in items:
+        if len(pool) < buffer:
+            pool.append(item)
+            continue
+        k = rng.randrange(buffer)
+        yield pool[k]
+        pool[k] = item
+    rng.shuffle(pool)
+    yield from pool
+
+
 def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *, dataset: str,
             source_format: str, source_path: str, layout: str, class_names: list[str], protocol_name: str,
             protocol: Protocol, protocols_available: list[str] = (), val_fraction: float = 0.1,
-            shard_size: int = 256, min_frames: int = 2) -> Manifest:
+            shard_size: int = 256, min_frames: int = 2, shuffle_buffer: int = 4096, seed: int = 0) -> Manifest:
     """Write shards + manifest.json into `output` (which must not already hold shards).
 
     Writing goes to `<output>.partial` and is renamed at the end, so a failed conversion leaves no
@@ -72,7 +95,7 @@ def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *
     frames: list[int] = []
     dims: set[int] = set()
     try:
-        for item in items:
+        for item in shuffled(items, shuffle_buffer, seed):
             if isinstance(item, Rejection):
                 rejected.append(RejectedSequence(**item.__dict__))
                 continue
@@ -112,7 +135,8 @@ def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *
         counts={"total": accepted + len(rejected), "accepted": accepted, "rejected": len(rejected),
                 **{s: splits.get(s, 0) for s in SPLITS}},
         per_class={k: dict(v) for k, v in sorted(per_class.items())},
-        rejected=rejected, shards=files,
+        rejected=sorted(rejected, key=lambda r: r.sample_id), shards=files,
+        order=f"shuffled (files and a {shuffle_buffer}-sequence buffer, seed {seed})" if shuffle_buffer > 1 else "source",
         frames={"min": float(np.min(frames)), "median": float(np.median(frames)), "max": float(np.max(frames))},
         seconds=round(time.perf_counter() - start, 3),
     )
@@ -126,7 +150,8 @@ def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *
 def prepare(reader: Reader, output: str | Path, protocol: str, *, val_fraction: float = 0.1,
             shard_size: int = 256, skip_bad: bool = False, min_frames: int = 2,
             on_file: Callable[[Path], None] | None = None,
-            on_start: Callable[[int], None] | None = None) -> Manifest:
+            on_start: Callable[[int], None] | None = None, shuffle_buffer: int = 4096,
+            seed: int = 0) -> Manifest:
     """`actionllm prepare`: run a reader over its input and convert what it yields."""
     proto = reader.protocol(protocol)  # refuse an unknown protocol before reading anything
     files = reader.files()  # before class_names: a reader may learn its classes from the file list
@@ -134,8 +159,11 @@ def prepare(reader: Reader, output: str | Path, protocol: str, *, val_fraction: 
         raise FileNotFoundError(f"{reader.name}: no source files found under {reader.input}")
     if on_start:
         on_start(len(files))
+    if shuffle_buffer > 1:
+        random.Random(seed).shuffle(files)
     items = iter_reader(reader, files, skip_bad, on_file)
     return convert(items, output, dataset=reader.name, source_format=reader.name,
                    source_path=str(reader.input), layout=reader.layout, class_names=reader.class_names,
                    protocol_name=protocol, protocol=proto, protocols_available=sorted(reader.protocols),
-                   val_fraction=val_fraction, shard_size=shard_size, min_frames=min_frames)
+                   val_fraction=val_fraction, shard_size=shard_size, min_frames=min_frames,
+                   shuffle_buffer=shuffle_buffer, seed=seed)

@@ -62,6 +62,7 @@ class Manifest(BaseModel):
     rejected: list[RejectedSequence] = Field(default_factory=list)
     shards: list[str] = Field(default_factory=list)
     frames: dict[str, float] = Field(default_factory=dict)  # min / median / max frames per sequence
+    order: str = "source"  # how sequences were ordered in the shards
     converter_version: str = CONVERTER_VERSION
     seconds: float = 0.0
 
