@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +135,7 @@ def train_loop_per_worker(config: dict) -> None:
             sched.load_state_dict(state["scheduler"])
             start_epoch, step = state["epoch"] + 1, state["step"]
         if rank == 0:
-            print(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}", flush=True)
+            print(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}", file=sys.stderr, flush=True)
     cw = class_weight_tensor(rec.cfg.class_weights, ds_meta["class_counts"])
     cw = cw.to(device) if cw is not None else None
     model = ray.train.torch.prepare_model(rec)
@@ -171,7 +172,7 @@ def train_loop_per_worker(config: dict) -> None:
                         "lr": sched.get_last_lr()[0], "tokens_per_s": tokens * world / dt,
                         "samples_per_s": samples * world / dt}
                 print("[rank 0] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                             for k, v in line.items()), flush=True)
+                                             for k, v in line.items()), file=sys.stderr, flush=True)
                 with log_path.open("a") as f:
                     f.write(json.dumps(line) + "\n")
             if step >= total_steps:
@@ -184,7 +185,7 @@ def train_loop_per_worker(config: dict) -> None:
                    **evaluate_shard(model, val_shard, tc.batch_size, rec.pad_id, device)}
         if rank == 0:
             print(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                               for k, v in metrics.items()}), flush=True)
+                                                               for k, v in metrics.items()}), file=sys.stderr, flush=True)
             with log_path.open("a") as f:
                 f.write(json.dumps({"kind": "epoch", **metrics}) + "\n")
         save_checkpoint(_unwrap(model), opt, sched, epoch, step, metrics, rank)
