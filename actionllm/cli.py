@@ -292,14 +292,14 @@ def predict(
     """Recognise the sequences of a local file or folder (no server, no Ray). Pickle formats run code."""
     import numpy as np
 
-    from actionllm.recognizer import Recognizer
+    from actionllm.recognizer import load_recognizer
     from actionllm.skeleton.formats import FormatError, Rejection, get_reader
     from actionllm.skeleton.transforms import sliding_windows
     from training.evaluate import sequence_scores
 
     try:
         reader = get_reader(format)(input, **dict(_parse_option(o) for o in option))
-        rec = Recognizer.load(checkpoint)
+        rec = load_recognizer(checkpoint)
         results = []
         for item in reader:
             if isinstance(item, Rejection) or item.problem() is not None:

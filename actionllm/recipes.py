@@ -38,9 +38,26 @@ class Recipe:
     # what Ray Tune searches by default (training/tune.py turns these into tune spaces)
     search_space: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
+    # "module:Class" of the nn.Module the loop trains (and whose folder serving loads), and of the callable
+    # that turns window rows into model inputs in the data pipeline (imported lazily: torch-heavy)
+    recognizer: str = "actionllm.recognizer:Recognizer"
+    encoder: str = "actionllm.recognizer:WindowEncoder"
 
     def config(self, overrides: dict | None = None) -> BaseModel:
         return self.config_cls.model_validate(overrides or {})
+
+    def recognizer_cls(self):
+        return _import(self.recognizer)
+
+    def encoder_cls(self):
+        return _import(self.encoder)
+
+
+def _import(path: str):
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 RECIPES: dict[str, Recipe] = {}

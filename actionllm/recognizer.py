@@ -47,8 +47,8 @@ class WindowEncoder:
     prediction call it directly. Input batch columns: joints (flat [M,N,V,C]), num_bodies, num_frames, dims.
     """
 
-    def __init__(self, config: dict, layout: str, dims: int, tokenizer=None):
-        recipe_cfg = get_recipe("joints-llm").config_cls.model_validate(config)
+    def __init__(self, config: dict, layout: str, dims: int, tokenizer=None, recipe: str = "joints-llm"):
+        recipe_cfg = get_recipe(recipe).config_cls.model_validate(config)
         self.cfg = recipe_cfg
         self.bridge = Joint2Text(recipe_cfg.bridge, layout, dims)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(recipe_cfg.backbone)
@@ -111,7 +111,7 @@ class Recognizer(nn.Module):
         torch.manual_seed(seed)
         self.head = ClassifierHead(hidden, len(class_names), self.cfg.pooling, self.cfg.head_hidden,
                                    self.cfg.head_dropout)
-        self.encoder = WindowEncoder(self.cfg.model_dump(), layout, dims, tokenizer=tokenizer)
+        self.encoder = WindowEncoder(self.cfg.model_dump(), layout, dims, tokenizer=tokenizer, recipe=recipe)
 
     @property
     def pad_id(self) -> int:
@@ -195,3 +195,15 @@ class Recognizer(nn.Module):
                   model=llm, tokenizer=tokenizer, lora=False)
         rec.head.load_state_dict(load_file(str(folder / "head.safetensors")))
         return rec.to(device).eval()
+
+
+def load_recognizer(folder: str | Path, device: str = "cpu") -> nn.Module:
+    """Load any recipe's recognizer folder: config.json names the recipe, the registry names its class."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a recognizer folder (config.json missing)")
+    try:
+        recipe = json.loads(path.read_text())["recipe"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path}: not an ActionLLM recognizer config ({err})") from None
+    return get_recipe(recipe).recognizer_cls().load(folder, device=device)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
-from actionllm.recognizer import Recognizer  # noqa: E402
+from actionllm.recognizer import load_recognizer  # noqa: E402
 from actionllm.skeleton.shards import read_shards  # noqa: E402
 from actionllm.skeleton.transforms import sliding_windows  # noqa: E402
 
@@ -121,7 +121,7 @@ def plot_explanations(expl: list[dict], class_names: list[str], joint_names: lis
 
 def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8) -> dict:
-    rec = Recognizer.load(checkpoint, device=device)
+    rec = load_recognizer(checkpoint, device=device)
     window, stride = rec.cfg.bridge.window, rec.cfg.bridge.stride
     scores, labels, win_correct, win_total, expl = [], [], 0, 0, []
     for i, (seq, _) in enumerate(read_shards(data, split=split)):

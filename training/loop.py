@@ -22,6 +22,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from safetensors.torch import load_file
 from transformers import get_cosine_schedule_with_warmup
 
+from actionllm.recipes import get_recipe
 from actionllm.recognizer import Recognizer, collate
 
 from .config import TrainConfig
@@ -120,8 +121,8 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(tc.seed)
     device = ray.train.torch.get_device()
-    rec = Recognizer(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"], ds_meta["dims"],
-                     recipe=tc.recipe, seed=tc.seed)
+    rec = get_recipe(tc.recipe).recognizer_cls()(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"],
+                                                 ds_meta["dims"], recipe=tc.recipe, seed=tc.seed)
     steps_per_epoch = max(1, math.ceil(ds_meta["train_windows"] / world / tc.batch_size / tc.grad_accum))
     total_steps = min(tc.max_steps or 10**12, steps_per_epoch * tc.epochs)
     opt, sched = build_optimiser(rec, tc, total_steps)

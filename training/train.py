@@ -18,7 +18,6 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from actionllm.recipes import get_recipe
-from actionllm.recognizer import WindowEncoder
 from actionllm.skeleton.shards import Manifest, shard_files
 from actionllm.skeleton.transforms import window_starts
 
@@ -42,10 +41,12 @@ def count_windows(data: str, split: str, window: int, stride: int | None) -> tup
     return total, per_class, len(manifest.class_names)
 
 
-def encoded(data: str, split: str, recipe_cfg, layout: str, dims: int, workers: int):
+def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, workers: int):
+    """Windows of one split -> the recipe's encoder (actors, one tokenizer each)."""
     bridge = recipe_cfg.bridge
     return window_dataset(data, bridge.window, bridge.stride, split, shuffle=split == "train").map_batches(
-        WindowEncoder, fn_constructor_kwargs={"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims},
+        recipe.encoder_cls(),
+        fn_constructor_kwargs={"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims, "recipe": recipe.name},
         batch_size=16, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)), batch_format="numpy")
 
 
@@ -72,7 +73,8 @@ def run_training(tc: TrainConfig, address: str | None = None) -> dict:
     # (read, windows, tokeniser actors): with only physical cores the pipeline would wait forever.
     init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
                                                        math.ceil(tc.workers * tc.cpus_per_worker) + 2))
-    datasets = {s: encoded(tc.data, s, recipe_cfg, manifest.layout, manifest.dims, tc.workers) for s in ("train", "val")}
+    datasets = {s: encoded(tc.data, s, recipe, recipe_cfg, manifest.layout, manifest.dims, tc.workers)
+                for s in ("train", "val")}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": tc.model_dump(mode="json"),
