@@ -5,9 +5,9 @@ the latest after a worker-group restart, metrics per step on rank 0."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +28,8 @@ from actionllm.recognizer import Recognizer, collate
 from .config import TrainConfig
 
 STATE = "train_state.pt"
+# Ray Train V2 patches print() in workers and tees it (each line twice in the driver); a logger prints once
+log = logging.getLogger("actionllm.train")
 
 
 class PadCollate(NumpyBatchCollateFn):
@@ -136,7 +138,7 @@ def train_loop_per_worker(config: dict) -> None:
             sched.load_state_dict(state["scheduler"])
             start_epoch, step = state["epoch"] + 1, state["step"]
         if rank == 0:
-            print(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}", file=sys.stderr, flush=True)
+            log.info(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}")
     cw = class_weight_tensor(rec.cfg.class_weights, ds_meta["class_counts"])
     cw = cw.to(device) if cw is not None else None
     model = ray.train.torch.prepare_model(rec)
@@ -172,8 +174,8 @@ def train_loop_per_worker(config: dict) -> None:
                 line = {"epoch": epoch, "step": step, "loss": run_loss / run_n, "accuracy": run_correct / run_n,
                         "lr": sched.get_last_lr()[0], "tokens_per_s": tokens * world / dt,
                         "samples_per_s": samples * world / dt}
-                print("[rank 0] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                             for k, v in line.items()), file=sys.stderr, flush=True)
+                log.info("[rank 0] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in line.items()))
                 with log_path.open("a") as f:
                     f.write(json.dumps(line) + "\n")
             if step >= total_steps:
@@ -185,8 +187,8 @@ def train_loop_per_worker(config: dict) -> None:
                    "tokens_per_s": train_stats[3] / dt, "samples_per_s": train_stats[2] / dt, "epoch_s": dt,
                    **evaluate_shard(model, val_shard, tc.batch_size, rec.pad_id, device)}
         if rank == 0:
-            print(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                               for k, v in metrics.items()}), file=sys.stderr, flush=True)
+            log.info(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                               for k, v in metrics.items()}))
             with log_path.open("a") as f:
                 f.write(json.dumps({"kind": "epoch", **metrics}) + "\n")
         save_checkpoint(_unwrap(model), opt, sched, epoch, step, metrics, rank)
