@@ -8,6 +8,7 @@ Later recipes append their bridge encoding (Joint2Text + tokenisation) as one mo
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def stream_stats(data: str, window: int, stride: int | None = None, split: str |
     if not Path(data).exists() and "://" not in data:
         raise FileNotFoundError(f"shard folder {data} does not exist")
     init_ray(address)
-    import time
-
     t0 = time.perf_counter()
     windows, batches, sources, labels = 0, 0, set(), Counter()
     for batch in window_dataset(data, window, stride, split).iter_batches(batch_size=batch_size,

@@ -13,6 +13,8 @@ Content checks that apply to every format (too short, non-finite, all-zero) live
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +75,12 @@ class Reader:
         return {}
 
     # --- shared helpers ----------------------------------------------------------------------------------
+    def data_dir(self, subfolder: str) -> tuple[Path, Path]:
+        """(folder holding the files, dataset root): the input is the dataset folder (with `subfolder`
+        inside) or the subfolder itself."""
+        sub = self.input / subfolder
+        return (sub, self.input) if sub.is_dir() else (self.input, self.input.parent)
+
     def __iter__(self) -> Iterator[SkeletonSequence | Rejection]:
         for path in self.files():
             yield from self.read_file(path)
@@ -110,8 +118,6 @@ def parse_ids(stem: str, keys: str) -> dict[str, int]:
 
     `keys` lists the letters to find, in order; every one must be present.
     """
-    import re
-
     out = {}
     for key in keys:
         m = re.search(rf"(?:^|[_\W]|(?<=\d)){key}(\d+)", stem, flags=re.IGNORECASE)
@@ -138,8 +144,6 @@ def odd_subjects_train(seq: SkeletonSequence) -> str:
 def unit_hash(text: str) -> float:
     """A number in [0, 1) fixed by `text` (SHA-256): order- and machine-independent splits. crc32 is too
     regular on ids that differ in one digit ('f01', 'f02': odd and even ids fell on opposite sides)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
 
 

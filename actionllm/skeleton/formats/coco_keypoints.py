@@ -35,7 +35,7 @@ import numpy as np
 from ..layouts import get_layout
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, holdout, register_reader
-from .nw_ucla import load_json
+from .io import load_json
 
 COCO = get_layout("coco17").joints
 

@@ -13,31 +13,19 @@ row is the ~2.8 m camera depth).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, odd_subjects_train, register_reader
+from .io import load_mat, mat_strings
 
 ACTION_NAMES = ("wave", "drink", "answer phone", "clap", "tight lace", "sit down", "stand up", "read watch", "bow")
 # Not specified by the source bundle: the Florence set was captured with a Kinect v1; 15 fps is the rate
 # commonly assumed for it (sequences are 8..35 rows long for 2-3 s gestures).
 FPS = 15.0
-
-
-def load_mat(path: Path, var: str):
-    """scipy.io.loadmat(path)[var]; every failure becomes a FormatError naming the file."""
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:  # noqa: BLE001 - scipy raises many kinds for a bad file
-        raise FormatError(path, f"cannot read as a MATLAB .mat file: {type(e).__name__}: {e}") from None
-    if var not in mat:
-        found = sorted(k for k in mat if not k.startswith("__"))
-        raise FormatError(path, f"no variable {var!r} (variables: {found})")
-    return mat[var]
 
 
 def _scalar(struct, field: str, path: Path, where: str) -> int:
@@ -60,13 +48,10 @@ class Florence3DReader(Reader):
     def files(self) -> list[Path]:
         return [self.mat]
 
-    @property
+    @cached_property
     def class_names(self) -> list[str]:
         names_mat = self.mat.parent / "action_names.mat"
-        if not names_mat.is_file():
-            return list(ACTION_NAMES)
-        cell = np.asarray(load_mat(names_mat, "action_names"), dtype=object).ravel()
-        return [str(np.asarray(c).ravel()[0]) for c in cell]
+        return mat_strings(names_mat, "action_names") if names_mat.is_file() else list(ACTION_NAMES)
 
     @property
     def protocols(self):

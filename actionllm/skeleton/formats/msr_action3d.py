@@ -23,6 +23,7 @@ import numpy as np
 from ..layouts import get_layout
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, odd_subjects_train, parse_ids, register_reader
+from .io import mat_strings, parse_rows
 
 # Joint order of the text files (index = file row within a frame).
 FILE_ORDER = (
@@ -43,36 +44,6 @@ ACTION_NAMES = (
 FPS = 15.0
 
 
-def parse_rows(path: Path, ncols: int) -> tuple[np.ndarray, list[int]]:
-    """Parse a whitespace-separated numeric text file with `ncols` values per non-blank line.
-
-    Returns (float64 array [N, ncols], 1-based source line number of each row); FormatError names the line.
-    """
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(path, f"cannot read: {e}") from None
-    rows, lines = [], []
-    for no, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != ncols:
-            raise FormatError(path, f"expected {ncols} numbers, found {len(parts)}", line=no)
-        rows.append(parts)
-        lines.append(no)
-    try:
-        return np.array(rows, dtype=np.float64).reshape(-1, ncols), lines
-    except ValueError:
-        for row, no in zip(rows, lines, strict=True):
-            for tok in row:
-                try:
-                    float(tok)
-                except ValueError:
-                    raise FormatError(path, f"not a number: {tok!r}", line=no) from None
-        raise
-
-
 @register_reader
 class MSRAction3DReader(Reader):
     name = "msr-action3d"
@@ -81,9 +52,7 @@ class MSRAction3DReader(Reader):
 
     def __init__(self, input_path, **options):
         super().__init__(input_path, **options)
-        sub = self.input / "real_world_coordinates"
-        self.dir = sub if sub.is_dir() else self.input
-        self.root = self.input if sub.is_dir() else self.input.parent
+        self.dir, self.root = self.data_dir("real_world_coordinates")
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("a*_s*_e*_skeleton3D.txt"))
@@ -93,10 +62,7 @@ class MSRAction3DReader(Reader):
         mat = self.root / "action_names.mat"
         if not mat.is_file():
             return list(ACTION_NAMES)
-        from .florence3d import load_mat
-
-        cell = np.asarray(load_mat(mat, "action_names"), dtype=object).ravel()
-        return [str(np.asarray(c).ravel()[0]) for c in cell]
+        return mat_strings(mat, "action_names")
 
     @property
     def protocols(self):

@@ -16,7 +16,6 @@ Protocols: ``cross-view`` (the standard one: views 1 and 2 train, view 3 tests) 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, odd_subjects_train, parse_ids, register_reader
+from .io import load_json
 
 ACTION_IDS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)
 ACTION_NAMES = ("pick up with one hand", "pick up with two hands", "drop trash", "walk around", "sit down",
@@ -32,18 +32,6 @@ ACTION_NAMES = ("pick up with one hand", "pick up with two hands", "drop trash",
 
 def cross_view(seq: SkeletonSequence) -> str:
     return "train" if int(seq.view) in (1, 2) else "test"
-
-
-def load_json(path: Path):
-    """json.load with errors turned into FormatError (JSON syntax errors name the line)."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(path, f"cannot read: {e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FormatError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
 
 
 @register_reader

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, holdout, register_reader
-from .nw_ucla import load_json
+from .io import load_json
 
 FRAME_RE = re.compile(r"_(\d+)_keypoints\.json$")
 LAYOUT_BY_COUNT = {18: "openpose18", 25: "body25"}

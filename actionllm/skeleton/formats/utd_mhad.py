@@ -18,7 +18,7 @@ import numpy as np
 from ..layouts import get_layout
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, odd_subjects_train, parse_ids, register_reader
-from .florence3d import load_mat
+from .io import load_mat
 
 FILE_ORDER = (
     "head", "shoulder_center", "spine", "hip_center",
@@ -49,9 +49,7 @@ class UTDMHADReader(Reader):
 
     def __init__(self, input_path, **options):
         super().__init__(input_path, **options)
-        sub = self.input / "Skeleton"
-        self.dir = sub if sub.is_dir() else self.input
-        self.root = self.input if sub.is_dir() else self.input.parent
+        self.dir, self.root = self.data_dir("Skeleton")
 
     def files(self) -> list[Path]:
         paths = self.dir.glob("a*_s*_t*_skeleton.mat")

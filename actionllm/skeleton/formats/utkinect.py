@@ -22,7 +22,7 @@ import numpy as np
 
 from ..sequence import SkeletonSequence
 from .base import FormatError, Reader, Rejection, odd_subjects_train, register_reader
-from .msr_action3d import parse_rows
+from .io import parse_rows
 
 CLASSES = ("walk", "sitDown", "standUp", "pickUp", "carry", "throw", "push", "pull", "waveHands", "clapHands")
 # Frame numbers count Kinect v1 frames at 30 f/s (the dataset page), but the stored rows are sparser: numbers
@@ -47,8 +47,7 @@ class UTKinectReader(Reader):
 
     def __init__(self, input_path, labels: str = "actionLabel.txt", **options):
         super().__init__(input_path, labels=labels, **options)
-        sub = self.input / "joints"
-        self.dir = sub if sub.is_dir() else self.input
+        self.dir, _ = self.data_dir("joints")
         self.labels_path = self.dir / labels
         if not self.labels_path.is_file():
             raise FileNotFoundError(f"{self.name}: label file {self.labels_path} does not exist")
