@@ -73,6 +73,18 @@ def formats() -> None:
 
 
 @app.command()
+def recipes() -> None:
+    """List the registered recipes, their CLI knobs and training defaults."""
+    from actionllm.recipes import RECIPES
+
+    table = Table("recipe", "description", "knobs (train flags, tune keys)", "trains with", title="recipes")
+    for name, r in RECIPES.items():
+        table.add_row(name, r.description, " ".join(f"--{k.replace('_', '-')}" for k in r.knobs),
+                      ", ".join(f"{k}={v}" for k, v in r.train_defaults.items()) or "defaults")
+    out.print(table)
+
+
+@app.command()
 def prepare(
     format: str = typer.Option(..., "--format", "-f", help="source format (see `actionllm formats`)"),
     input: Path = typer.Option(..., "--input", "-i", help="the dataset's folder or file, as published"),
@@ -181,26 +193,30 @@ def stream(
     out.print_json(data=stats)
 
 
-def _recipe_overrides(window, stride, rank, backbone, gguf_file, precision, prompt, pooling) -> dict:
-    """CLI flags -> nested recipe-config overrides (only the flags the user gave)."""
+def _recipe_overrides(recipe: str, **flags) -> dict:
+    """CLI flags -> nested recipe-config overrides through the recipe's knobs (only the flags the user gave).
+    A flag the recipe has no knob for is an error naming the flags it does take."""
+    from actionllm.recipes import get_recipe
+
+    knobs = get_recipe(recipe).knobs
     cfg: dict = {}
-    if window is not None:
-        cfg.setdefault("bridge", {})["window"] = window
-    if stride is not None:
-        cfg.setdefault("bridge", {})["stride"] = None if stride == 0 else stride
-    if precision is not None:
-        cfg.setdefault("bridge", {})["precision"] = precision
-    if prompt is not None:
-        cfg.setdefault("bridge", {})["prompt"] = prompt
-    if rank is not None:
-        cfg.setdefault("lora", {}).update({"r": rank, "alpha": 2 * rank})
-    if backbone is not None:
-        cfg.setdefault("backbone", {})["name_or_path"] = backbone
-    if gguf_file is not None:
-        cfg.setdefault("backbone", {})["gguf_file"] = gguf_file
-    if pooling is not None:
-        cfg["pooling"] = pooling
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in knobs:
+            takes = ", ".join(f"--{k.replace('_', '-')}" for k in knobs) or "none"
+            raise ValueError(f"recipe {recipe!r} has no --{name.replace('_', '-')} (its flags: {takes})")
+        _set_path(cfg, knobs[name], None if name == "stride" and value == 0 else value)
+        if name == "rank" and "alpha" in knobs and flags.get("alpha") is None:  # alpha = 2 x rank unless given
+            _set_path(cfg, knobs["alpha"], 2 * value)
     return cfg
+
+
+def _set_path(cfg: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for p in parents:
+        cfg = cfg.setdefault(p, {})
+    cfg[leaf] = value
 
 
 def _deep_update(base: dict, extra: dict) -> dict:
@@ -211,14 +227,16 @@ def _deep_update(base: dict, extra: dict) -> dict:
 
 @app.command()
 def train(
-    recipe: str = typer.Option("joints-llm", help="registered recipe (see actionllm/recipes.py)"),
+    recipe: str = typer.Option(None, help="registered recipe: joints-llm (default) | stgcn (see `actionllm recipes`)"),
     data: str = typer.Option(None, help="shard folder from `prepare` / `synth-gait`"),
     backbone: str = typer.Option(None, help="'tiny' (built-in small Llama), 'smollm2-135m', a hub id, a folder or a .gguf"),
     gguf_file: str = typer.Option(None, help="GGUF file inside the --backbone repo/folder"),
     workers: int = typer.Option(None, min=1, help="Ray Train workers (default 2)"),
     use_gpu: bool = typer.Option(None, "--gpu/--cpu", help="one GPU per worker"),
-    window: int = typer.Option(None, min=1, help="window size N (paper: 18)"),
+    window: int = typer.Option(None, min=1, help="window size N (joints-llm paper: 18; stgcn: whole sequence)"),
     stride: int = typer.Option(None, min=0, help="stride; 0 = no stride (paper default N/2 = 9)"),
+    frames: int = typer.Option(None, min=4, help="stgcn: frames after uniform temporal resampling (64)"),
+    preset: str = typer.Option(None, help="stgcn: standard (the paper's 10 blocks) | small (6 blocks, CPU)"),
     rank: int = typer.Option(None, min=1, help="LoRA rank (alpha = 2 x rank; paper: 8)"),
     precision: int = typer.Option(None, min=0, max=6, help="decimals of the coordinates in the text"),
     prompt: str = typer.Option(None, help="task prompt appended to the joint text"),
@@ -231,7 +249,7 @@ def train(
     config: Path = typer.Option(None, "--config", help="YAML TrainConfig; flags override it"),
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
 ) -> None:
-    """Fine-tune a recognizer with Ray Train (LoRA on the backbone + the recipe's head).
+    """Train a recognizer with Ray Train: LoRA on the backbone + the head (joints-llm), or a whole GCN (stgcn).
 
     Streams windows from the shards through Ray Data, trains on --workers workers with DDP, checkpoints every
     epoch and resumes after a worker crash; writes <output>/recognizer (the folder evaluate/serve load).
@@ -243,12 +261,14 @@ def train(
 
     flags = {"recipe": recipe, "data": data, "output": output, "workers": workers, "use_gpu": use_gpu,
              "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr}
-    overrides = _recipe_overrides(window, stride, rank, backbone, gguf_file, precision, prompt, pooling)
     try:
         if config is not None:
             tc = TrainConfig.from_yaml(config, **flags)
         else:
             tc = TrainConfig.model_validate({k: v for k, v in flags.items() if v is not None})
+        overrides = _recipe_overrides(tc.recipe, window=window, stride=stride, rank=rank, backbone=backbone,
+                                      gguf_file=gguf_file, precision=precision, prompt=prompt, pooling=pooling,
+                                      frames=frames, preset=preset)
         tc = tc.model_copy(update={"recipe_config": _deep_update(dict(tc.recipe_config), overrides)})
         from actionllm.recipes import get_recipe
 
@@ -308,7 +328,7 @@ def predict(
                 continue
             if item.layout != rec.layout:
                 raise ValueError(f"{item.sample_id}: layout {item.layout!r}, the recognizer reads {rec.layout!r}")
-            wins = [w.joints for w in sliding_windows(item, rec.cfg.bridge.window, rec.cfg.bridge.stride)]
+            wins = [w.joints for w in sliding_windows(item, rec.window, rec.stride)]
             probs = rec.predict_windows(wins)["probabilities"]
             s = sequence_scores(probs)
             p = np.exp(s - s.max())

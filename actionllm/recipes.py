@@ -13,9 +13,22 @@ from pydantic import BaseModel, Field
 
 from .backbone import BackboneConfig, LoraSettings
 from .bridges.joint2text import Joint2TextConfig
+from .skeleton.augment import AugmentConfig
 
 
-class JointsLLMConfig(BaseModel):
+class RecipeConfig(BaseModel):
+    """What every recipe config has: how sequences are cut into windows, class weighting, augmentation."""
+
+    class_weights: Literal["none", "balanced"] = "none"  # 'balanced': inverse class frequency in train
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    def windowing(self) -> tuple[int | None, int | None]:
+        """(window N, stride) the data pipeline, evaluation and serving cut sequences with.
+        N None = the whole sequence is one sample; stride None = no stride (stride = N)."""
+        raise NotImplementedError
+
+
+class JointsLLMConfig(RecipeConfig):
     """Action-JointsLLM (seed 000): Joint2Text -> LoRA LLM -> attn-pooling -> MLP classifier."""
 
     bridge: Joint2TextConfig = Field(default_factory=Joint2TextConfig)
@@ -25,8 +38,40 @@ class JointsLLMConfig(BaseModel):
     head_hidden: int = Field(256, ge=1, description="width of the pooling scorer and classifier MLPs")
     # not specified in the paper: the MLP widths and dropout of the head
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    class_weights: Literal["none", "balanced"] = "none"  # 'balanced': inverse class frequency in train
     max_length: int = Field(4096, ge=16, description="token budget per window (prompt kept when cut)")
+
+    def windowing(self) -> tuple[int | None, int | None]:
+        return self.bridge.window, self.bridge.stride
+
+
+class ClipConfig(BaseModel):
+    """How a GCN baseline sees a sequence: optional windows, then a fixed-length uniform resampling."""
+
+    window: int | None = Field(None, ge=1, description="cut sequences into windows of N frames (None: whole)")
+    stride: int | None = Field(None, ge=1, description="window stride (None: no stride)")
+    frames: int = Field(64, ge=4, description="frames after uniform temporal resampling (PYSKL: 100 on NTU)")
+    centre: Literal["frame", "first", "none"] = Field(
+        "frame", description="subtract the body centre (shoulder midpoint of body 0) of each frame "
+        "(PYSKL's PreNormalize3D), of the first frame only (keeps global motion), or nothing")
+    max_bodies: int = Field(2, ge=1, description="bodies kept per sequence (PYSKL: 2)")
+
+
+class STGCNConfig(RecipeConfig):
+    """ST-GCN (Yan, Xiong, Lin, AAAI 2018) as PYSKL trains it: the field's yardstick, no LLM."""
+
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    preset: Literal["standard", "small"] = Field(
+        "small", description="standard: the paper's 10 blocks (64-128-256 channels); small: 6 blocks "
+        "(32-64-128) for CPU runs")
+    temporal_kernel: int = Field(9, ge=1, description="temporal convolution kernel (paper: 9)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each temporal conv (PYSKL: 0)")
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    edge_importance: bool = Field(True, description="learnable edge-importance weights (paper sec. 3.6)")
+    # PYSKL's ST-GCN configs train with RandomRot(theta=0.3) on 3D joints; switched on for the recipe here
+    augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig(rotate=0.3, scale=0.1, crop=0.9))
+
+    def windowing(self) -> tuple[int | None, int | None]:
+        return self.clip.window, self.clip.stride
 
 
 @dataclass(frozen=True)
@@ -42,8 +87,16 @@ class Recipe:
     # that turns window rows into model inputs in the data pipeline (imported lazily: torch-heavy)
     recognizer: str = "actionllm.recognizer:Recognizer"
     encoder: str = "actionllm.recognizer:WindowEncoder"
+    # how the data pipeline runs the encoder: "actors" (a long-lived instance each: tokenizers) or "tasks"
+    # (Ray's pooled worker processes, an instance cached per process: cheap numpy preprocessing; no actor
+    # start-up every epoch)
+    encoder_compute: Literal["actors", "tasks"] = "actors"
+    # generic knobs (CLI flags, tune spaces) -> dotted paths in this recipe's config
+    knobs: dict[str, str] = field(default_factory=dict)
+    # TrainConfig values this recipe trains with unless the user sets them (optimiser, lr, batch, epochs)
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
-    def config(self, overrides: dict | None = None) -> BaseModel:
+    def config(self, overrides: dict | None = None) -> RecipeConfig:
         return self.config_cls.model_validate(overrides or {})
 
     def recognizer_cls(self):
@@ -90,4 +143,28 @@ register_recipe(Recipe(
         "lr": {"loguniform": [1e-5, 1e-3]},
     },
     paper="../shared/seeds/000_2636df4139b5194f.txt",
+    knobs={"window": "bridge.window", "stride": "bridge.stride", "precision": "bridge.precision",
+           "prompt": "bridge.prompt", "rank": "lora.r", "alpha": "lora.alpha", "backbone": "backbone.name_or_path",
+           "gguf_file": "backbone.gguf_file", "pooling": "pooling"},
+))
+
+register_recipe(Recipe(
+    name="stgcn",
+    description="ST-GCN baseline (Yan et al. 2018): spatial-configuration graph convs + temporal convs, no LLM",
+    config_cls=STGCNConfig,
+    stages=("train",),
+    search_space={
+        "clip.frames": {"choice": [32, 48, 64]},
+        "lr": {"loguniform": [0.01, 0.2]},
+        "weight_decay": {"loguniform": [1e-4, 1e-3]},
+    },
+    paper="Yan, Xiong, Lin. Spatial Temporal Graph Convolutional Networks for Skeleton-Based Action "
+          "Recognition. AAAI 2018. Training recipe: PYSKL (Duan et al., ACM MM 2022)",
+    recognizer="actionllm.baselines.stgcn:STGCNRecognizer",
+    encoder="actionllm.baselines.stgcn:ClipEncoder",
+    encoder_compute="tasks",
+    knobs={"window": "clip.window", "stride": "clip.stride", "frames": "clip.frames", "preset": "preset"},
+    # PYSKL's ST-GCN schedule: SGD momentum 0.9 nesterov, lr 0.1, weight decay 5e-4, cosine, batch 16/GPU
+    train_defaults={"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "batch_size": 16, "epochs": 40,
+                    "warmup_ratio": 0.0, "max_grad_norm": 10.0},
 ))

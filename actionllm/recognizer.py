@@ -1,6 +1,8 @@
-"""Recognizer = bridge + backbone (with LoRA) + head, saved as one self-describing folder.
+"""Recognizers: what the training loop, evaluation and serving know of a recipe's model (`RecognizerBase`), and
+the joints-llm one (`Recognizer`) = bridge + backbone (with LoRA) + head, saved as one self-describing folder.
 
-Folder layout (what training writes and serving loads; no pickles):
+Every recipe's folder has a `config.json` naming its recipe (the registry gives the class that loads it).
+The joints-llm folder layout (what training writes and serving loads; no pickles):
   config.json                    recipe, its config, label names, layout, dims, joint names, backbone facts
   adapter_model.safetensors      PEFT LoRA adapter (+ adapter_config.json): loadable by PEFT alone
   head.safetensors               pooling + classifier weights
@@ -32,12 +34,68 @@ from .backbone import (
 from .bridges.joint2text import Joint2Text
 from .heads import ClassifierHead, classification_loss, token_weights_to_frames_joints
 from .recipes import get_recipe
+from .skeleton.augment import augment_sequence
 
 FORMAT = "actionllm-recognizer"
 
 
 def _needs_base_weights(name_or_path: str) -> bool:
     return name_or_path == "tiny"
+
+
+def read_config(folder: str | Path) -> dict:
+    """The `config.json` of a recognizer folder, checked to be one."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a recognizer folder (config.json missing)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not an ActionLLM recognizer config ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "recipe" not in meta:
+        raise ValueError(f"{path}: not an ActionLLM recognizer (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+    return meta
+
+
+class RecognizerBase(nn.Module):
+    """The contract between a recipe's model and the shared machinery (training/loop.py, evaluate, serving).
+
+    A subclass is built as `cls(config, class_names, layout, dims, recipe=..., seed=...)` and provides:
+      forward(**batch, class_weights=None) -> {"logits", "loss" (when batch has "labels"), ...}
+      collate_fn()          a picklable callable: a numpy batch of its encoder's rows -> tensors for forward
+      param_groups(lr, head_lr)   optimiser parameter groups
+      load_weights(folder)  put the trainable weights of a saved folder into this (freshly built) model
+      predict_windows(windows)    {"probabilities", "frame_weights", "joint_weights", "joint_names"}
+      save(folder) / load(folder, device)
+    and may override count_tokens(batch) (throughput in tokens; 0 = not a token model).
+    """
+
+    recipe: str
+    cfg: object
+    class_names: list[str]
+    layout: str
+    dims: int
+
+    @property
+    def window(self) -> int | None:
+        return self.cfg.windowing()[0]
+
+    @property
+    def stride(self) -> int | None:
+        return self.cfg.windowing()[1]
+
+    def count_tokens(self, batch: dict) -> int:
+        return 0
+
+    def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def base_meta(self) -> dict:
+        """config.json fields every recipe writes."""
+        window, stride = self.cfg.windowing()
+        return {"format": FORMAT, "format_version": 1, "actionllm_version": __version__, "recipe": self.recipe,
+                "config": self.cfg.model_dump(mode="json"), "class_names": self.class_names,
+                "layout": self.layout, "dims": self.dims, "window": window, "stride": stride}
 
 
 class WindowEncoder:
@@ -47,11 +105,15 @@ class WindowEncoder:
     prediction call it directly. Input batch columns: joints (flat [M,N,V,C]), num_bodies, num_frames, dims.
     """
 
-    def __init__(self, config: dict, layout: str, dims: int, tokenizer=None, recipe: str = "joints-llm"):
+    def __init__(self, config: dict, layout: str, dims: int, tokenizer=None, recipe: str = "joints-llm",
+                 train: bool = False, seed: int | None = None):
         recipe_cfg = get_recipe(recipe).config_cls.model_validate(config)
         self.cfg = recipe_cfg
         self.bridge = Joint2Text(recipe_cfg.bridge, layout, dims)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(recipe_cfg.backbone)
+        # training-time augmentation (off by default for joints-llm: the paper uses none)
+        self.augment = recipe_cfg.augment if train and recipe_cfg.augment.active else None
+        self.rng = np.random.default_rng(seed)
 
     def encode_window(self, joints: np.ndarray) -> dict:
         """joints [N,V,C] or [M,N,V,C] in the source layout -> the bridge's encoding."""
@@ -62,6 +124,8 @@ class WindowEncoder:
         for i in range(len(batch["joints"])):
             m, n, c = int(batch["num_bodies"][i]), int(batch["num_frames"][i]), int(batch["dims"][i])
             joints = np.asarray(batch["joints"][i], np.float32).reshape(m, n, -1, c)
+            if self.augment is not None:
+                joints = augment_sequence(joints, self.augment, self.rng)
             enc = self.encode_window(joints)
             cols["input_ids"].append(np.asarray(enc["input_ids"], np.int64))
             cols["frame_index"].append(np.asarray(enc["frame_index"], np.int16))
@@ -94,7 +158,17 @@ def collate(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor
     return out
 
 
-class Recognizer(nn.Module):
+class PadCollate:
+    """collate() with the tokenizer's pad id bound (picklable, for Ray Data's collate_fn)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return collate(batch, self.pad_id)
+
+
+class Recognizer(RecognizerBase):
     """The joints-llm recognizer (Action-JointsLLM): Joint2Text -> LoRA LLM -> ClassifierHead."""
 
     def __init__(self, config: dict, class_names: list[str], layout: str, dims: int, *, recipe: str = "joints-llm",
@@ -116,6 +190,27 @@ class Recognizer(nn.Module):
     @property
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
+
+    # --- what the training loop uses ----------------------------------------------------------------------
+    def collate_fn(self) -> PadCollate:
+        return PadCollate(self.pad_id)
+
+    def count_tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
+        """LoRA weights at lr, the (freshly initialised) head at head_lr (default lr x 10)."""
+        head = [p for p in self.head.parameters() if p.requires_grad]
+        lora = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("head.")]
+        return [{"params": lora, "lr": lr}, {"params": head, "lr": head_lr or lr * 10}]
+
+    def load_weights(self, folder: str | Path) -> None:
+        """A checkpoint's adapter and head weights into this freshly built recognizer."""
+        from peft import set_peft_model_state_dict
+
+        folder = Path(folder)
+        set_peft_model_state_dict(self.llm, load_file(str(folder / "adapter_model.safetensors")))
+        self.head.load_state_dict(load_file(str(folder / "head.safetensors")))
 
     def forward(self, input_ids, attention_mask, labels=None, class_weights=None) -> dict:
         h = last_hidden_state(self.llm, input_ids, attention_mask)
@@ -155,10 +250,7 @@ class Recognizer(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         base_name = self.cfg.backbone.name_or_path
         meta = {
-            "format": FORMAT, "format_version": 1, "actionllm_version": __version__, "recipe": self.recipe,
-            "config": self.cfg.model_dump(mode="json"), "class_names": self.class_names, "layout": self.layout,
-            "dims": self.dims, "joint_names": self.encoder.bridge.joint_names,
-            "window": self.cfg.bridge.window, "stride": self.cfg.bridge.stride,
+            **self.base_meta(), "joint_names": self.encoder.bridge.joint_names,
             "backbone": {"name_or_path": base_name, "revision": self.cfg.backbone.revision,
                          **describe(self.llm, self.tokenizer)},
             "base_weights": "base" if _needs_base_weights(base_name) else None,
@@ -178,12 +270,7 @@ class Recognizer(nn.Module):
         from transformers import AutoTokenizer
 
         folder = Path(folder)
-        path = folder / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder} is not a recognizer folder (config.json missing)")
-        meta = json.loads(path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an ActionLLM recognizer (format={meta.get('format')!r})")
+        meta = read_config(folder)
         recipe_cfg = get_recipe(meta["recipe"]).config_cls.model_validate(meta["config"])
         if meta.get("base_weights"):
             model = load_base(folder / meta["base_weights"], attn_implementation=recipe_cfg.backbone.attn_implementation)
@@ -197,13 +284,6 @@ class Recognizer(nn.Module):
         return rec.to(device).eval()
 
 
-def load_recognizer(folder: str | Path, device: str = "cpu") -> nn.Module:
+def load_recognizer(folder: str | Path, device: str = "cpu") -> RecognizerBase:
     """Load any recipe's recognizer folder: config.json names the recipe, the registry names its class."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a recognizer folder (config.json missing)")
-    try:
-        recipe = json.loads(path.read_text())["recipe"]
-    except (json.JSONDecodeError, KeyError) as err:
-        raise ValueError(f"{path}: not an ActionLLM recognizer config ({err})") from None
-    return get_recipe(recipe).recognizer_cls().load(folder, device=device)
+    return get_recipe(read_config(folder)["recipe"]).recognizer_cls().load(folder, device=device)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from actionllm.recipes import get_recipe
 
 
 class TrainConfig(BaseModel):
+    """Fields the user leaves out take the recipe's `train_defaults` first (e.g. SGD at lr 0.1 for stgcn),
+    then the defaults below (LoRA fine-tuning)."""
+
     recipe: str = "joints-llm"
     data: str = Field(..., description="shard folder written by `actionllm prepare` / `synth-gait`")
     output: str = Field(..., description="run folder: checkpoints, metrics.jsonl, recognizer/")
@@ -20,6 +26,8 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps (smoke runs)")
     batch_size: int = Field(2, ge=1, description="windows per worker per step (paper: 2)")
     grad_accum: int = Field(1, ge=1)
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd: momentum + Nesterov (GCN recipes)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     lr: float = Field(2e-4, gt=0)  # not specified in the paper (its lr is lost in the text): LLaMA-Factory's LoRA default
     head_lr: float | None = Field(None, gt=0, description="learning rate of the head (default: lr x 10)")
     weight_decay: float = Field(0.0, ge=0)
@@ -31,6 +39,17 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     shuffle_buffer: int = Field(64, ge=0)
     fail_at_epoch: int | None = Field(None, description="testing: crash a worker once after this epoch's checkpoint")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, data):
+        if isinstance(data, dict):
+            try:
+                defaults = get_recipe(data.get("recipe", "joints-llm")).train_defaults
+            except KeyError as err:
+                raise ValueError(str(err).strip('"')) from None
+            data = {**defaults, **data}
+        return data
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:

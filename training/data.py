@@ -35,7 +35,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     ctx.print_on_execution_start = not quiet
 
 
-def window_rows(row: dict, size: int, stride: int | None) -> list[dict]:
+def window_rows(row: dict, size: int | None, stride: int | None) -> list[dict]:
     """One shard row (a sequence) -> one row per sliding window, joints flattened [M, N, V, C]."""
     seq = row_to_sequence(row)
     out = []
@@ -62,10 +62,11 @@ def read_sequences(data: str, split: str | None = None, shuffle: bool = False) -
     return ds
 
 
-def window_dataset(data: str, window: int, stride: int | None = None, split: str | None = None,
+def window_dataset(data: str, window: int | None, stride: int | None = None, split: str | None = None,
                    shuffle: bool = False) -> ray.data.Dataset:
-    """Sequences -> sliding windows of `window` frames (stride None = no stride), streamed."""
-    if window < 1 or (stride is not None and stride < 1):
+    """Sequences -> sliding windows of `window` frames (stride None = no stride; window None = whole
+    sequences), streamed."""
+    if (window is not None and window < 1) or (stride is not None and stride < 1):
         raise ValueError(f"window must be >= 1 and stride >= 1 (got window={window}, stride={stride})")
     return read_sequences(data, split, shuffle).flat_map(window_rows, fn_kwargs={"size": window, "stride": stride})
 

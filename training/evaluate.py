@@ -122,7 +122,7 @@ def plot_explanations(expl: list[dict], class_names: list[str], joint_names: lis
 def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8) -> dict:
     rec = load_recognizer(checkpoint, device=device)
-    window, stride = rec.cfg.bridge.window, rec.cfg.bridge.stride
+    window, stride = rec.window, rec.stride
     scores, labels, win_correct, win_total, expl = [], [], 0, 0, []
     for i, (seq, _) in enumerate(read_shards(data, split=split)):
         if limit is not None and i >= limit:
@@ -140,8 +140,8 @@ def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None
     if not labels:
         raise ValueError(f"{data}: no sequences in split {split!r}")
     scores_a, labels_a = np.stack(scores), np.asarray(labels)
-    result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "window": window,
-              "stride": stride or window, **metrics(scores_a, labels_a, rec.class_names),
+    result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "recipe": rec.recipe,
+              "window": window, "stride": stride or window, **metrics(scores_a, labels_a, rec.class_names),
               "window_top1": win_correct / win_total, "windows": win_total, "class_names": rec.class_names}
     if report:
         folder = Path(report)

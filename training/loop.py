@@ -1,5 +1,6 @@
 """One `train_loop_per_worker` for every recipe: the loop knows recipes only through the registry and the
-Recognizer they build. Checkpoint every epoch (recognizer folder + optimiser/scheduler state), resume from
+recognizer contract (actionllm.recognizer.RecognizerBase: forward, collate_fn, param_groups, load_weights,
+save). Checkpoint every epoch (recognizer folder + optimiser/scheduler state), resume from
 the latest after a worker-group restart, metrics per step on rank 0."""
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from peft import set_peft_model_state_dict
 from ray.data.collate_fn import NumpyBatchCollateFn
-from safetensors.torch import load_file
 from transformers import get_cosine_schedule_with_warmup
 
 from actionllm.recipes import get_recipe
-from actionllm.recognizer import Recognizer, collate
+from actionllm.recognizer import RecognizerBase
 
 from .config import TrainConfig
 
@@ -32,24 +31,18 @@ STATE = "train_state.pt"
 log = logging.getLogger("actionllm.train")
 
 
-class PadCollate(NumpyBatchCollateFn):
-    """Dynamic padding of token windows (actionllm.recognizer.collate) as Ray Data's collate class."""
+class RecipeCollate(NumpyBatchCollateFn):
+    """The recognizer's collate_fn (numpy rows -> tensors) as Ray Data's collate class."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, fn):
+        self.fn = fn
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return collate(batch, self.pad_id)
+        return self.fn(batch)
 
 
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
-
-
-def load_trainable(rec: Recognizer, folder: Path) -> None:
-    """Put a checkpoint's adapter and head weights into a freshly built recognizer."""
-    set_peft_model_state_dict(rec.llm, load_file(str(folder / "adapter_model.safetensors")))
-    rec.head.load_state_dict(load_file(str(folder / "head.safetensors")))
 
 
 def class_weight_tensor(mode: str, counts: list[int]) -> torch.Tensor | None:
@@ -67,12 +60,12 @@ def _all_reduce(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def evaluate_shard(model, shard, batch_size: int, pad_id: int, device) -> dict:
+def evaluate_shard(model, shard, batch_size: int, collate_fn, device) -> dict:
     """Window loss/accuracy on this worker's shard, summed over workers."""
     model.eval()
     loss_sum, correct, total = 0.0, 0.0, 0.0
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=PadCollate(pad_id)):
+        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=RecipeCollate(collate_fn)):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
             loss_sum += float(out["loss"]) * len(batch["labels"])
@@ -83,16 +76,18 @@ def evaluate_shard(model, shard, batch_size: int, pad_id: int, device) -> dict:
     return {"val_loss": loss_sum / max(total, 1), "val_accuracy": correct / max(total, 1), "val_windows": int(total)}
 
 
-def build_optimiser(rec: Recognizer, tc: TrainConfig, total_steps: int):
-    head = [p for p in rec.head.parameters() if p.requires_grad]
-    lora = [p for n, p in rec.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    opt = torch.optim.AdamW([{"params": lora, "lr": tc.lr}, {"params": head, "lr": tc.head_lr or tc.lr * 10}],
-                            weight_decay=tc.weight_decay)
+def build_optimiser(rec: RecognizerBase, tc: TrainConfig, total_steps: int):
+    groups = rec.param_groups(tc.lr, tc.head_lr)
+    if tc.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=tc.momentum > 0,
+                              weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(tc.warmup_ratio * total_steps), total_steps)
     return opt, sched
 
 
-def save_checkpoint(rec: Recognizer, opt, sched, epoch: int, step: int, metrics: dict, rank: int) -> None:
+def save_checkpoint(rec: RecognizerBase, opt, sched, epoch: int, step: int, metrics: dict, rank: int) -> None:
     """Rank 0 writes the recognizer folder + optimiser state and reports it; other ranks report metrics."""
     if rank != 0:
         ray.train.report(metrics)
@@ -132,13 +127,14 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            load_trainable(rec, Path(d) / "recognizer")
+            rec.load_weights(Path(d) / "recognizer")
             state = torch.load(Path(d) / STATE, weights_only=True)
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start_epoch, step = state["epoch"] + 1, state["step"]
         if rank == 0:
             log.info(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}")
+    collate_fn = rec.collate_fn()
     cw = class_weight_tensor(rec.cfg.class_weights, ds_meta["class_counts"])
     cw = cw.to(device) if cw is not None else None
     model = ray.train.torch.prepare_model(rec)
@@ -150,13 +146,13 @@ def train_loop_per_worker(config: dict) -> None:
         run_loss, run_correct, run_n = 0.0, 0.0, 0
         for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                     local_shuffle_seed=tc.seed + epoch,
-                                                    collate_fn=PadCollate(rec.pad_id)):
+                                                    collate_fn=RecipeCollate(collate_fn)):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast:
                 out = model(**batch, class_weights=cw)
             (out["loss"] / tc.grad_accum).backward()
             micro += 1
-            tokens += int(batch["attention_mask"].sum())
+            tokens += _unwrap(model).count_tokens(batch)
             samples += len(batch["labels"])
             run_loss += float(out["loss"]) * len(batch["labels"])
             run_correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
@@ -172,8 +168,9 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0 and step % tc.log_every == 0:
                 dt = time.perf_counter() - t0
                 line = {"epoch": epoch, "step": step, "loss": run_loss / run_n, "accuracy": run_correct / run_n,
-                        "lr": sched.get_last_lr()[0], "tokens_per_s": tokens * world / dt,
-                        "samples_per_s": samples * world / dt}
+                        "lr": sched.get_last_lr()[0], "samples_per_s": samples * world / dt}
+                if tokens:
+                    line["tokens_per_s"] = tokens * world / dt
                 log.info("[rank 0] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in line.items()))
                 with log_path.open("a") as f:
@@ -184,8 +181,9 @@ def train_loop_per_worker(config: dict) -> None:
         train_stats = _all_reduce([run_loss, run_correct, float(run_n), float(tokens)])
         metrics = {"epoch": epoch, "step": step, "train_loss": train_stats[0] / max(train_stats[2], 1),
                    "train_accuracy": train_stats[1] / max(train_stats[2], 1),
-                   "tokens_per_s": train_stats[3] / dt, "samples_per_s": train_stats[2] / dt, "epoch_s": dt,
-                   **evaluate_shard(model, val_shard, tc.batch_size, rec.pad_id, device)}
+                   "samples_per_s": train_stats[2] / dt, "epoch_s": dt,
+                   **({"tokens_per_s": train_stats[3] / dt} if train_stats[3] else {}),
+                   **evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device)}
         if rank == 0:
             log.info(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                                for k, v in metrics.items()}))

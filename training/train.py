@@ -26,7 +26,7 @@ from .data import init_ray, window_dataset
 from .loop import train_loop_per_worker
 
 
-def count_windows(data: str, split: str, window: int, stride: int | None) -> tuple[int, list[int], int]:
+def count_windows(data: str, split: str, window: int | None, stride: int | None) -> tuple[int, list[int], int]:
     """Windows per split and per class, from two small columns (no joints read)."""
     manifest = Manifest.read(data)
     total, per_class = 0, [0] * max(len(manifest.class_names), 1)
@@ -42,12 +42,30 @@ def count_windows(data: str, split: str, window: int, stride: int | None) -> tup
 
 
 def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, workers: int):
-    """Windows of one split -> the recipe's encoder (actors, one tokenizer each)."""
-    bridge = recipe_cfg.bridge
-    return window_dataset(data, bridge.window, bridge.stride, split, shuffle=split == "train").map_batches(
-        recipe.encoder_cls(),
-        fn_constructor_kwargs={"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims, "recipe": recipe.name},
-        batch_size=16, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)), batch_format="numpy")
+    """Windows of one split -> the recipe's encoder (actors: one tokenizer each for LLM recipes); the train
+    split's encoder augments when the recipe's config switches augmentation on (fresh OS entropy per actor:
+    the pipeline re-runs every epoch, so a fixed seed would repeat the same draws)."""
+    window, stride = recipe_cfg.windowing()
+    train = split == "train"
+    kwargs = {"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims, "recipe": recipe.name, "train": train}
+    windows = window_dataset(data, window, stride, split, shuffle=train)
+    if recipe.encoder_compute == "tasks":
+        return windows.map_batches(encode_in_task, fn_kwargs={"recipe": recipe.name, "kwargs": kwargs}, batch_size=16,
+                                   batch_format="numpy")
+    return windows.map_batches(recipe.encoder_cls(), fn_constructor_kwargs=kwargs, batch_size=16,
+                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)),
+                               batch_format="numpy")
+
+
+_ENCODERS: dict[str, object] = {}
+
+
+def encode_in_task(batch: dict, recipe: str, kwargs: dict) -> dict:
+    """Run a recipe's encoder inside a Ray task: one instance per worker process and configuration."""
+    key = json.dumps([recipe, kwargs], sort_keys=True, default=str)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = get_recipe(recipe).encoder_cls()(**kwargs)
+    return _ENCODERS[key](batch)
 
 
 def run_training(tc: TrainConfig, address: str | None = None) -> dict:
@@ -57,7 +75,7 @@ def run_training(tc: TrainConfig, address: str | None = None) -> dict:
         raise ValueError(f"{tc.data}: the manifest names no classes; a classifier needs them")
     recipe = get_recipe(tc.recipe)
     recipe_cfg = recipe.config(tc.recipe_config)
-    window, stride = recipe_cfg.bridge.window, recipe_cfg.bridge.stride
+    window, stride = recipe_cfg.windowing()
     train_windows, class_counts, _ = count_windows(tc.data, "train", window, stride)
     val_windows, _, _ = count_windows(tc.data, "val", window, stride)
     if train_windows == 0:

@@ -78,13 +78,16 @@ def normalise_sequence(seq: SkeletonSequence, eps: float = 1e-6, per_axis: bool 
     return seq.with_(joints=normalise_frames(seq.joints, eps, per_axis))
 
 
-def window_starts(num_frames: int, size: int, stride: int | None = None) -> list[int]:
-    """Start frames of the sliding windows [s, s + size). `stride=None` ('no stride') means stride = size.
+def window_starts(num_frames: int, size: int | None, stride: int | None = None) -> list[int]:
+    """Start frames of the sliding windows [s, s + size). `stride=None` ('no stride') means stride = size;
+    `size=None` means the whole sequence is one window (GCN baselines resample it to a fixed length).
 
     T=72, N=18, stride 9 -> 0, 9, ..., 54 (7 windows); no stride -> 0, 18, 36, 54 (4 windows). A sequence
     shorter than one window gives one window at 0 that the consumer pads; a tail shorter than a window
     is not a window of its own (as the paper's sliding sampling).
     """
+    if size is None:
+        return [0]
     if size < 1:
         raise ValueError(f"window size must be >= 1, got {size}")
     stride = size if stride is None else stride
@@ -95,9 +98,11 @@ def window_starts(num_frames: int, size: int, stride: int | None = None) -> list
     return list(range(0, num_frames - size + 1, stride))
 
 
-def sliding_windows(seq: SkeletonSequence, size: int, stride: int | None = None,
+def sliding_windows(seq: SkeletonSequence, size: int | None, stride: int | None = None,
                     pad: bool = True) -> list[SkeletonSequence]:
-    """Cut windows of `size` frames; a short sequence is padded by repeating its last frame (pad=True)."""
+    """Cut windows of `size` frames; a short sequence is padded by repeating its last frame (pad=True).
+    `size=None`: the whole sequence as one window."""
+    size = seq.num_frames if size is None else size
     out = []
     for s in window_starts(seq.num_frames, size, stride):
         joints = seq.joints[:, s:s + size]
