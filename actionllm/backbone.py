@@ -41,9 +41,9 @@ class BackboneConfig(pydantic.BaseModel):
 class LoraSettings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    r: int = 8  # Action-JointsLLM sec. 5: "LoRA fine-tuning (Rank = 8, alpha = 16, dropout = 0.05)"
-    alpha: int = 16  # Action-JointsLLM sec. 5
-    dropout: float = 0.05  # Action-JointsLLM sec. 5
+    r: int = pydantic.Field(8, ge=1)  # Action-JointsLLM sec. 5: "LoRA fine-tuning (Rank = 8, alpha = 16, dropout = 0.05)"
+    alpha: int = pydantic.Field(16, ge=1)  # Action-JointsLLM sec. 5
+    dropout: float = pydantic.Field(0.05, ge=0.0, lt=1.0)  # Action-JointsLLM sec. 5
     # Action-JointsLLM sec. 4.2.1: LoRA "inserted into ... the q_proj, k_proj, v_proj, and o_proj layers"
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -124,6 +124,27 @@ def load_tokenizer(cfg: BackboneConfig) -> PreTrainedTokenizerBase:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
+
+
+@functools.lru_cache(maxsize=8)
+def _context_length(name: str, gguf: str | None, revision: str | None, trust: bool) -> int | None:
+    from transformers import AutoConfig
+
+    kw = {"gguf_file": gguf} if gguf else {}
+    conf = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust, **kw)
+    return getattr(conf, "max_position_embeddings", None)
+
+
+def context_length(cfg: BackboneConfig) -> int | None:
+    """The backbone's context window in tokens (its config's max_position_embeddings) without loading
+    weights; None when the config cannot be read (no hub access) or does not say."""
+    if cfg.name_or_path == "tiny":
+        return tiny_config(1).max_position_embeddings
+    try:
+        src, gguf = _source(cfg)
+        return _context_length(src, gguf, cfg.revision, cfg.trust_remote_code)
+    except (OSError, ValueError):
+        return None
 
 
 def load_backbone(cfg: BackboneConfig, device: torch.device | str = "cpu", seed: int = 0):

@@ -282,6 +282,63 @@ def train(
 
 
 @app.command()
+def tune(
+    recipe: str = typer.Option("joints-llm", help="registered recipe (see `actionllm recipes`)"),
+    data: str = typer.Option(..., help="shard folder (every trial streams the same shards)"),
+    output: Path = typer.Option(..., help="search folder: results.csv/.md, metric_vs_params.png, best.yaml"),
+    space: Path = typer.Option(None, help="YAML: `space:` (overrides the recipe's space key by key) and "
+                               "`train:` (TrainConfig values for every trial)"),
+    backbone: str = typer.Option(None, help="backbone of every trial (joints-llm): tiny, smollm2-135m, a hub id"),
+    samples: int = typer.Option(16, min=1, help="trials (x the size of any grid)"),
+    max_concurrent: int = typer.Option(4, min=1, help="trials running at once"),
+    metric: str = typer.Option("val_accuracy", help="what ASHA and the search optimise (val_accuracy, val_loss)"),
+    mode: str = typer.Option(None, help="max | min (default: min for *loss, else max)"),
+    epochs: int = typer.Option(None, min=1, help="epochs per trial = ASHA's max_t (default: the config's)"),
+    max_steps: int = typer.Option(None, min=1, help="cap every epoch (an ASHA rung) at K optimiser steps"),
+    workers: int = typer.Option(None, min=1, help="Ray Train workers per trial (default 1)"),
+    search: str = typer.Option("random", help="random | optuna | hyperopt (the last two: pip install "
+                               "'actionllm[tune]')"),
+    grace_period: int = typer.Option(1, min=1, help="ASHA: epochs before a trial may be stopped"),
+    reduction_factor: int = typer.Option(2, min=2, help="ASHA: keep the top 1/rf at each rung"),
+    resume: bool = typer.Option(False, "--resume", help="continue the interrupted search in --output"),
+    seed: int = typer.Option(0, help="seed of the search algorithm"),
+    address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
+) -> None:
+    """Search window size, stride, LoRA rank, token length and learning rate with Ray Tune (ASHA).
+
+    Every trial is a real `actionllm train` run on its own Ray Train workers; invalid combinations (stride > N,
+    a window longer than the sequences, a token length over the backbone's context) are refused before any
+    trial starts. Writes results.csv, results.md, metric_vs_params.png and best.yaml (a config that
+    `actionllm train --config` takes).
+    """
+    import logging
+
+    from pydantic import ValidationError
+
+    from training.tune import run_search
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if mode not in (None, "max", "min"):
+        _fail(f"--mode must be max or min, got {mode!r}")
+    try:
+        base: dict = {"workers": workers} if workers else {}
+        if epochs is not None:
+            base["epochs"] = epochs
+        overrides = _recipe_overrides(recipe, backbone=backbone)
+        if overrides:
+            base["recipe_config"] = overrides
+        summary = run_search(recipe, data, str(output), space_file=str(space) if space else None, samples=samples,
+                             max_concurrent=max_concurrent, metric=metric, mode=mode, max_steps=max_steps,
+                             search=search, base_overrides=base, grace_period=grace_period,
+                             reduction_factor=reduction_factor, resume=resume, address=address, seed=seed)
+    except ValidationError as err:
+        _fail(f"invalid training config:\n{err}")
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        _fail(str(err).strip('"'))
+    out.print_json(data=summary)
+
+
+@app.command()
 def evaluate(
     checkpoint: Path = typer.Option(..., help="a recognizer folder (<run>/recognizer)"),
     data: Path = typer.Option(..., help="shard folder"),

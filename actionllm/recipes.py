@@ -27,6 +27,17 @@ class RecipeConfig(BaseModel):
         N None = the whole sequence is one sample; stride None = no stride (stride = N)."""
         raise NotImplementedError
 
+    def problems(self, facts: dict) -> list[str]:
+        """Why this config cannot train on a dataset (facts: layout, dims, max_frames), [] when it can. What
+        `actionllm tune` checks for every combination of a search space before any trial starts."""
+        out = []
+        window, stride = self.windowing()
+        if window is not None and stride is not None and stride > window:
+            out.append(f"stride {stride} > window {window} (frames between windows would never be seen)")
+        if window is not None and facts.get("max_frames") and window > facts["max_frames"]:
+            out.append(f"window {window} is longer than the longest sequence ({facts['max_frames']} frames)")
+        return out
+
 
 class JointsLLMConfig(RecipeConfig):
     """Action-JointsLLM (seed 000): Joint2Text -> LoRA LLM -> attn-pooling -> MLP classifier."""
@@ -42,6 +53,21 @@ class JointsLLMConfig(RecipeConfig):
 
     def windowing(self) -> tuple[int | None, int | None]:
         return self.bridge.window, self.bridge.stride
+
+    def problems(self, facts: dict) -> list[str]:
+        """+ the token length: one window's Joint2Text (up to max_length) must fit the backbone's context."""
+        out = super().problems(facts)
+        if out or "layout" not in facts:
+            return out
+        from .backbone import context_length
+        from .recognizer import window_tokens
+
+        context = context_length(self.backbone)
+        tokens = window_tokens(self, facts["layout"], facts["dims"])
+        if context is not None and min(tokens, self.max_length) > context:
+            out.append(f"a window of {self.bridge.window} frames at precision {self.bridge.precision} is {tokens} "
+                       f"tokens (budget max_length {self.max_length}), over the backbone's context of {context}")
+        return out
 
 
 class ClipConfig(BaseModel):
@@ -135,17 +161,17 @@ register_recipe(Recipe(
     description="Action-JointsLLM: Joint2Text prompt -> LoRA LLM -> attn-pooling + MLP classifier",
     config_cls=JointsLLMConfig,
     stages=("train",),
-    search_space={  # paper Table 3: N in {18, 24}, stride 'none' or N/2; precision = the token-length knob
-        "bridge.window": {"choice": [18, 24]},
-        "bridge.stride_fraction": {"choice": [None, 0.5]},
-        "lora.r": {"choice": [4, 8, 16]},
-        "bridge.precision": {"choice": [1, 2]},
+    search_space={  # paper Table 3: N in {18, 24}, stride 'none' or N/2; precision + budget = token length
+        "window": {"choice": [18, 24]},
+        "stride_fraction": {"choice": [None, 0.5]},
+        "rank": {"choice": [4, 8, 16]},
+        "precision": {"choice": [1, 2]},
         "lr": {"loguniform": [1e-5, 1e-3]},
     },
     paper="../shared/seeds/000_2636df4139b5194f.txt",
     knobs={"window": "bridge.window", "stride": "bridge.stride", "precision": "bridge.precision",
            "prompt": "bridge.prompt", "rank": "lora.r", "alpha": "lora.alpha", "backbone": "backbone.name_or_path",
-           "gguf_file": "backbone.gguf_file", "pooling": "pooling"},
+           "gguf_file": "backbone.gguf_file", "pooling": "pooling", "max_length": "max_length"},
 ))
 
 register_recipe(Recipe(
@@ -166,5 +192,5 @@ register_recipe(Recipe(
     knobs={"window": "clip.window", "stride": "clip.stride", "frames": "clip.frames", "preset": "preset"},
     # PYSKL's ST-GCN schedule: SGD momentum 0.9 nesterov, lr 0.1, weight decay 5e-4, cosine, batch 16/GPU
     train_defaults={"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "batch_size": 16, "epochs": 40,
-                    "warmup_ratio": 0.0, "max_grad_norm": 10.0},
+                    "warmup_ratio": 0.0, "max_grad_norm": 10.0, "eval_every": 5},
 ))

@@ -13,6 +13,7 @@ The joints-llm folder layout (what training writes and serving loads; no pickles
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class RecognizerBase(nn.Module):
     """
 
     recipe: str
+    explanation = "attention"  # what predict_windows' frame/joint weights are (plot labels)
     cfg: object
     class_names: list[str]
     layout: str
@@ -141,6 +143,28 @@ class WindowEncoder:
             else:
                 out[k] = np.asarray(v)
         return out
+
+
+def window_tokens(cfg, layout: str, dims: int) -> int:
+    """Tokens of one full window (cfg.bridge.window frames, every joint present) before the max_length cut:
+    the token length a search space has to fit into the backbone's context."""
+    bridge = cfg.bridge.model_dump(mode="json", exclude={"stride"})  # the stride does not change a window
+    key = json.dumps([bridge, cfg.backbone.model_dump(mode="json"), layout, dims])
+    return _window_tokens(key, cfg.__class__.__name__)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_tokens(key: str, _cls: str) -> int:
+    from .recipes import JointsLLMConfig
+    from .skeleton.layouts import get_layout
+
+    bridge, backbone, layout, dims = json.loads(key)
+    cfg = JointsLLMConfig.model_validate({"bridge": bridge, "backbone": backbone})
+    enc = WindowEncoder(cfg.model_dump(), layout, dims)
+    n = cfg.bridge.window
+    rng = np.random.default_rng(0)  # digits like real data (a window of zeros would tokenise shorter)
+    joints = rng.uniform(-1.5, 1.5, (1, n, get_layout(layout).num_joints, dims)).astype(np.float32)
+    return len(enc.bridge.encode(joints, enc.tokenizer, 10**9)["input_ids"])
 
 
 def collate(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:

@@ -24,6 +24,8 @@ class TrainConfig(BaseModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     epochs: int = Field(3, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps (smoke runs)")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap an epoch at K optimiser steps "
+                                            "(torchtune's max_steps_per_epoch; short ASHA rungs on big data)")
     batch_size: int = Field(2, ge=1, description="windows per worker per step (paper: 2)")
     grad_accum: int = Field(1, ge=1)
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd: momentum + Nesterov (GCN recipes)")
@@ -37,6 +39,7 @@ class TrainConfig(BaseModel):
     num_to_keep: int = Field(2, ge=1, description="checkpoints kept")
     max_failures: int = Field(1, ge=0, description="worker-group restarts from the latest checkpoint")
     log_every: int = Field(10, ge=1)
+    eval_every: int = Field(1, ge=1, description="validate every K epochs (and always after the last)")
     shuffle_buffer: int = Field(64, ge=0)
     fail_at_epoch: int | None = Field(None, description="testing: crash a worker once after this epoch's checkpoint")
 

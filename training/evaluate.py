@@ -84,8 +84,10 @@ def plot_confusion(conf: np.ndarray, class_names: list[str], path: Path) -> None
     plt.close(fig)
 
 
-def plot_explanations(expl: list[dict], class_names: list[str], joint_names: list[str], folder: Path) -> list[str]:
-    """Fig. 5: frame weights of a few sequences per class; Fig. 6: mean joint weights per class."""
+def plot_explanations(expl: list[dict], class_names: list[str], joint_names: list[str], folder: Path,
+                      what: str = "attention") -> list[str]:
+    """Fig. 5: frame weights of a few sequences per class; Fig. 6: mean joint weights per class. `what` names
+    the recognizer's kind of weight (attention for joints-llm, class activation maps for stgcn)."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     colors = plt.cm.tab10(np.arange(10))
     shown: dict[int, int] = {}
@@ -97,8 +99,8 @@ def plot_explanations(expl: list[dict], class_names: list[str], joint_names: lis
         ax.plot(e["frame_weights"], color=colors[c % 10], alpha=0.8,
                 label=class_names[c] if shown[c] == 1 else None)
     ax.set_xlabel("frame in window")
-    ax.set_ylabel("attention weight")
-    ax.set_title("attention over frames (first window of 3 sequences per class)")
+    ax.set_ylabel(f"{what} weight")
+    ax.set_title(f"{what} over frames (first window of 3 sequences per class)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "attention_frames.png", dpi=120)
@@ -110,8 +112,8 @@ def plot_explanations(expl: list[dict], class_names: list[str], joint_names: lis
         w = np.mean([e["joint_weights"] for e in expl if e["label"] == c], axis=0)
         ax.bar(np.arange(len(joint_names)) + i * width, w, width, color=colors[c % 10], label=class_names[c])
     ax.set_xticks(np.arange(len(joint_names)) + 0.4 - width / 2, joint_names, rotation=60, fontsize=7, ha="right")
-    ax.set_ylabel("attention weight")
-    ax.set_title("attention over joints (mean per class)")
+    ax.set_ylabel(f"{what} weight")
+    ax.set_title(f"{what} over joints (mean per class)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "attention_joints.png", dpi=120)
@@ -149,7 +151,8 @@ def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None
         conf = np.asarray(result["confusion"])
         (folder / "confusion.json").write_text(json.dumps({"class_names": rec.class_names, "matrix": conf.tolist()}))
         plot_confusion(conf, rec.class_names, folder / "confusion.png")
-        pngs = ["confusion.png", *plot_explanations(expl, rec.class_names, out["joint_names"], folder)]
+        pngs = ["confusion.png", *plot_explanations(expl, rec.class_names, out["joint_names"], folder,
+                                                         getattr(rec, "explanation", "attention"))]
         (folder / "explanations.json").write_text(json.dumps({"joint_names": out["joint_names"], "sequences": expl}))
         result["files"] = ["report.json", "confusion.json", "explanations.json", *pngs]
         (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")

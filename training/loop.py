@@ -121,6 +121,8 @@ def train_loop_per_worker(config: dict) -> None:
     rec = get_recipe(tc.recipe).recognizer_cls()(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"],
                                                  ds_meta["dims"], recipe=tc.recipe, seed=tc.seed)
     steps_per_epoch = max(1, math.ceil(ds_meta["train_windows"] / world / tc.batch_size / tc.grad_accum))
+    if tc.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, tc.max_steps_per_epoch)
     total_steps = min(tc.max_steps or 10**12, steps_per_epoch * tc.epochs)
     opt, sched = build_optimiser(rec, tc, total_steps)
     start_epoch, step = 0, 0
@@ -143,6 +145,7 @@ def train_loop_per_worker(config: dict) -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for epoch in range(start_epoch, tc.epochs):
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
+        epoch_start_step = step
         run_loss, run_correct, run_n = 0.0, 0.0, 0
         for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                     local_shuffle_seed=tc.seed + epoch,
@@ -175,15 +178,17 @@ def train_loop_per_worker(config: dict) -> None:
                                              for k, v in line.items()))
                 with log_path.open("a") as f:
                     f.write(json.dumps(line) + "\n")
-            if step >= total_steps:
+            if step >= total_steps or (tc.max_steps_per_epoch and step - epoch_start_step >= tc.max_steps_per_epoch):
                 break
         dt = time.perf_counter() - t0
         train_stats = _all_reduce([run_loss, run_correct, float(run_n), float(tokens)])
         metrics = {"epoch": epoch, "step": step, "train_loss": train_stats[0] / max(train_stats[2], 1),
                    "train_accuracy": train_stats[1] / max(train_stats[2], 1),
                    "samples_per_s": train_stats[2] / dt, "epoch_s": dt,
-                   **({"tokens_per_s": train_stats[3] / dt} if train_stats[3] else {}),
-                   **evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device)}
+                   **({"tokens_per_s": train_stats[3] / dt} if train_stats[3] else {})}
+        last = epoch == tc.epochs - 1 or step >= total_steps
+        if last or (epoch + 1) % tc.eval_every == 0:
+            metrics.update(evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device))
         if rank == 0:
             log.info(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                                for k, v in metrics.items()}))

@@ -68,8 +68,9 @@ def encode_in_task(batch: dict, recipe: str, kwargs: dict) -> dict:
     return _ENCODERS[key](batch)
 
 
-def run_training(tc: TrainConfig, address: str | None = None) -> dict:
-    """Train; returns a summary with the recognizer folder and the last metrics."""
+def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
+    """Train; returns a summary with the recognizer folder and the last metrics. `callbacks` go to the
+    trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search)."""
     manifest = Manifest.read(tc.data)
     if not manifest.class_names:
         raise ValueError(f"{tc.data}: the manifest names no classes; a classifier needs them")
@@ -103,7 +104,8 @@ def run_training(tc: TrainConfig, address: str | None = None) -> dict:
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(name="train", storage_path=str(out / "ray"),
                              checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep),
-                             failure_config=FailureConfig(max_failures=tc.max_failures)),
+                             failure_config=FailureConfig(max_failures=tc.max_failures),
+                             callbacks=callbacks or None),
         datasets=datasets,
     )
     result = trainer.fit()

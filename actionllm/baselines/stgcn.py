@@ -213,6 +213,8 @@ class STGCN(nn.Module):
 class STGCNRecognizer(RecognizerBase):
     """The `stgcn` recipe's recognizer: ClipEncoder preprocessing + STGCN, saved as config.json + weights."""
 
+    explanation = "class activation (CAM)"
+
     def __init__(self, config: dict, class_names: list[str], layout: str, dims: int, *, recipe: str = "stgcn",
                  seed: int = 0, device: str = "cpu", **_ignored):
         super().__init__()

@@ -49,3 +49,34 @@ def test_train_refuses_bad_config(tmp_path):
     assert proc.returncode == 2 and "workers" in proc.stderr
     proc = run("train", "--data", tmp_path, "--output", tmp_path / "o", "--recipe", "nope", check=False)
     assert proc.returncode == 2 and "unknown recipe 'nope'" in proc.stderr
+    proc = run("train", "--data", tmp_path, "--output", tmp_path / "o", "--recipe", "stgcn", "--rank", "4", check=False)
+    assert proc.returncode == 2 and "recipe 'stgcn' has no --rank" in proc.stderr
+    proc = run("train", "--data", tmp_path, "--output", tmp_path / "o", "--recipe", "stgcn", "--preset", "huge",
+               check=False)
+    assert proc.returncode == 2 and "preset" in proc.stderr
+
+
+def test_recipes_lists_both():
+    proc = run("recipes")
+    assert "joints-llm" in proc.stdout and "stgcn" in proc.stdout and "--frames" in proc.stdout
+
+
+def test_stgcn_through_the_same_commands(tmp_path):
+    """The README's stgcn commands: train (the baseline recipe), evaluate and predict, like joints-llm."""
+    shards, runs = tmp_path / "shards", tmp_path / "run"
+    run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
+    run("train", "--recipe", "stgcn", "--data", shards, "--output", runs, "--workers", 1, "--epochs", 2,
+        "--frames", 16, timeout=600)
+    summary = json.loads((runs / "summary.json").read_text())
+    assert summary["metrics"]["epoch"] == 1 and "val_accuracy" in summary["metrics"]
+    config = json.loads((runs / "recognizer" / "config.json").read_text())
+    assert config["recipe"] == "stgcn" and config["config"]["clip"]["frames"] == 16
+    proc = run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards, "--report", tmp_path / "report")
+    assert "auc" in proc.stdout and (tmp_path / "report" / "attention_joints.png").is_file()
+    rng = np.random.default_rng(1)
+    joints, scores = synth_gait.walk(synth_gait.GaitParams.sample("normal", rng), 1.5, 30.0, rng)
+    (tmp_path / "clip").mkdir()
+    write_coco_json(tmp_path / "clip" / "visit2.json", joints, scores, "normal")
+    (pred,) = json.loads(run("predict", "--checkpoint", runs / "recognizer", "--input", tmp_path / "clip",
+                             "--format", "coco-keypoints").stdout)
+    assert pred["label"] in synth_gait.CLASS_NAMES and pred["windows"] == 1  # stgcn reads the whole sequence

@@ -1,0 +1,141 @@
+"""The results table: run recipes on the public datasets through the same CLI commands a user types, and
+render docs/results.md from what the runs wrote (nothing typed by hand).
+
+  python bench/results.py run --recipe-config training/configs/stgcn-cpu.yaml --datasets msr-action3d,florence3d
+  python bench/results.py table            # -> docs/results.md from runs/results/*/row.json
+
+Each cell: `actionllm prepare` (once per dataset) -> `actionllm train` -> `actionllm evaluate --split test`,
+timed; its row.json records the commands, the metrics, the wall times and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent / "actionllm"
+# dataset -> (reader, folder under the data root, protocol, what the split is)
+DATASETS = {
+    "msr-action3d": ("msr-action3d", "msr_action3d", "cross-subject", "odd subjects train (1,3,5,7,9), even test"),
+    "utd-mhad": ("utd-mhad", "utd_mhad_skeleton", "cross-subject", "odd subjects train (1,3,5,7), even test"),
+    "florence3d": ("florence3d", "florence3d", "cross-subject", "odd subjects train, even test"),
+    "jhmdb": ("jhmdb", "jhmdb_ddnet", "split1", "official split 1 (ground-truth 2D joints)"),
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU"
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with log.open("a") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}; see {log}")
+    return time.perf_counter() - t0
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def run(args) -> None:
+    cfg = yaml.safe_load(Path(args.recipe_config).read_text())
+    recipe = cfg.get("recipe", "joints-llm")
+    for ds in args.datasets.split(","):
+        fmt, folder, protocol, split_text = DATASETS[ds]
+        shards = Path(args.work) / "shards" / ds
+        cell = Path(args.work) / f"{args.name or recipe}-{ds}"
+        cell.mkdir(parents=True, exist_ok=True)
+        log = cell / "log.txt"
+        log.write_text("")
+        prepare = [str(BIN), "prepare", "--format", fmt, "--input", str(Path(args.data_root) / folder), "--output",
+                   rel(shards), "--protocol", protocol]
+        if not (shards / "manifest.json").is_file():
+            sh(prepare, log)
+        train = [str(BIN), "train", "--config", rel(Path(args.recipe_config)), "--data", rel(shards),
+                 "--output", rel(cell / "run"), *args.extra]
+        train_s = sh(train, log)
+        evaluate = [str(BIN), "evaluate", "--checkpoint", rel(cell / "run" / "recognizer"), "--data", rel(shards),
+                    "--split", "test", "--report", rel(cell / "report")]
+        eval_s = sh(evaluate, log)
+        report = json.loads((cell / "report" / "report.json").read_text())
+        summary = json.loads((cell / "run" / "summary.json").read_text())
+        rc = json.loads((cell / "run" / "recognizer" / "config.json").read_text())
+        backbone = rc.get("backbone", {}).get("name_or_path") or f"- ({rc['config'].get('preset', '')}, " \
+            f"{rc.get('parameters', 0) / 1e6:.2f}M params)"
+        row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
+               "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
+               "chance": report["chance"], "test_sequences": report["sequences"],
+               "epochs": summary["metrics"]["epoch"] + 1, "steps": summary["metrics"]["step"],
+               "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
+               "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (prepare, train, evaluate)],
+               "date": time.strftime("%Y-%m-%d")}
+        (cell / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+        print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
+
+
+def table(args) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("*/row.json"))]
+    rows += [json.loads(p.read_text()) for p in sorted(Path(args.extra_rows).glob("*.json"))] if args.extra_rows else []
+    order = list(DATASETS)
+    rows.sort(key=lambda r: (order.index(r["dataset"]) if r["dataset"] in order else 99, r["recipe"]))
+    lines = ["| dataset | protocol | recipe | backbone | top-1 | macro-F1 | top-5 | chance | epochs | train wall | "
+             "hardware |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} ({r['test_sequences']} test seq.) | {r['protocol']} | {r['recipe']} | "
+                     f"{r['backbone']} | **{100 * r['top1']:.1f}** | {100 * r['macro_f1']:.1f} | "
+                     f"{100 * r['top5']:.1f} | {100 * r['chance']:.1f} | {r['epochs']} | "
+                     f"{r['train_s'] / 60:.1f} min | {r['machine']} |")
+    cmds = ["", "Commands (run from the repository root; `runs/results` is where `bench/results.py` puts them):", ""]
+    for r in rows:
+        cmds += [f"**{r['dataset']} / {r['recipe']}** ({r['date']}; split: {r['split']})", "```bash",
+                 *r["commands"], "```", ""]
+    Path(args.output).write_text("\n".join(lines + cmds))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train + evaluate one recipe config on datasets")
+    r.add_argument("--recipe-config", required=True, help="a TrainConfig YAML (recipe, epochs, recipe_config)")
+    r.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated: {', '.join(DATASETS)}")
+    r.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    r.add_argument("--work", default="runs/results")
+    r.add_argument("--name", default=None, help="cell name prefix (default: the recipe)")
+    r.add_argument("extra", nargs="*", help="extra `actionllm train` flags after --")
+    t = sub.add_parser("table", help="render the table from row.json files")
+    t.add_argument("--work", default="runs/results")
+    t.add_argument("--extra-rows", default=None, help="a folder of row JSONs from elsewhere")
+    t.add_argument("--output", default="docs/results.md")
+    args = p.parse_args()
+    run(args) if args.cmd == "run" else table(args)
+
+
+if __name__ == "__main__":
+    main()

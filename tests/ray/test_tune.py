@@ -1,0 +1,104 @@
+"""`actionllm tune` on real MSR Action3D shards with the tiny backbone, through the console script: a 4-trial
+search is interrupted (Ctrl-C) and resumed, ASHA stops the trials it has to, the table and best.yaml are
+written, and best.yaml trains; an invalid space is refused before any trial starts."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from cli_helpers import ACTIONLLM, ENV, run  # noqa: E402
+
+from actionllm.skeleton.formats import get_reader  # noqa: E402
+from actionllm.skeleton.prepare import prepare  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+# Two good trials run first (max-concurrent 2, grid order), then two whose learning rate is ~0: at each rung
+# they meet a cutoff set by the good ones, so ASHA must stop them (val_loss barely moves at lr 1e-9).
+SPACE = {
+    "inherit": False,
+    "space": {"lr": {"grid": [0.003, 0.002, 1.0e-9, 2.0e-9]}},
+    "train": {"epochs": 3, "batch_size": 2, "log_every": 1,
+              "recipe_config": {"bridge": {"window": 12, "stride": 12, "precision": 1},
+                                "backbone": {"name_or_path": "tiny"}}},
+}
+
+
+@pytest.fixture(scope="module")
+def msr_shards(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("msr-tune") / "shards"
+    prepare(get_reader("msr-action3d")(data_root / "msr_action3d"), out, "cross-subject", val_fraction=0.1)
+    return out
+
+
+def results_reported(search: Path) -> int:
+    return sum(1 for p in search.glob("*/result.json") if p.stat().st_size > 0)
+
+
+def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    out = tmp_path / "search"
+    args = ["tune", "--data", msr_shards, "--output", out, "--space", space, "--samples", 1, "--max-concurrent", 2,
+            "--metric", "val_loss", "--max-steps", 2]
+    proc = subprocess.Popen([ACTIONLLM, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 400
+    while results_reported(out / "search") == 0 and time.time() < deadline and proc.poll() is None:
+        time.sleep(2)
+    assert proc.poll() is None, f"the search ended before it could be interrupted:\n{proc.communicate()[1][-3000:]}"
+    assert results_reported(out / "search") > 0, "no trial reported within the deadline"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+    try:
+        proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert not (out / "summary.json").exists()  # it was interrupted, not finished
+
+    again = run("tune", "--data", msr_shards, "--output", out, "--space", space, check=False)
+    assert again.returncode == 2 and "pass --resume" in again.stderr  # never silently overwritten
+    done = run(*args, "--resume", timeout=900)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "resumed.txt").is_file()
+    assert summary["trials"] == 4 and summary["failed"] == 0, done.stderr[-3000:]
+    assert summary["stopped_early"] >= 1
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and {r["status"] for r in rows} <= {"completed", "stopped (ASHA)"}
+    for r in rows:
+        stopped = r["status"] == "stopped (ASHA)"
+        assert (int(r["epochs"]) < 3) == stopped and float(r["best_val_loss"]) > 0
+    best = min(rows, key=lambda r: float(r["best_val_loss"]))
+    assert float(best["lr"]) > 1e-3  # a trial that learned
+    assert summary["best"]["params"]["lr"] == pytest.approx(float(best["lr"]))
+    assert "best" in (out / "results.md").read_text() and (out / "metric_vs_params.png").stat().st_size > 0
+    assert "[tune]" in done.stderr and "stopped early by ASHA" in done.stderr
+
+    best_yaml = yaml.safe_load((out / "best.yaml").read_text())
+    assert best_yaml["lr"] == pytest.approx(float(best["lr"])) and best_yaml["recipe"] == "joints-llm"
+    trained = run("train", "--config", out / "best.yaml", "--output", tmp_path / "best-run", "--epochs", 1,
+                  "--max-steps", 1, timeout=600)
+    assert '"recognizer"' in trained.stdout
+    assert json.loads((tmp_path / "best-run" / "summary.json").read_text())["metrics"]["step"] == 1
+
+
+def test_invalid_space_is_refused_before_any_trial(msr_shards, tmp_path):
+    space = tmp_path / "bad.yaml"
+    space.write_text(yaml.safe_dump({"inherit": False, "space": {"window": {"choice": [12, 18]},
+                                                                 "stride": {"choice": [6, 24]}},
+                                     "train": {"recipe_config": {"backbone": {"name_or_path": "tiny"}}}}))
+    proc = run("tune", "--data", msr_shards, "--output", tmp_path / "s", "--space", space, check=False)
+    assert proc.returncode == 2
+    assert "refused before any trial starts" in proc.stderr
+    assert "window=12, stride=24: stride 24 > window 12" in proc.stderr
+    assert "window=18, stride=24: stride 24 > window 18" in proc.stderr
+    assert not (tmp_path / "s" / "search").exists()  # no trial started

@@ -1,0 +1,416 @@
+"""`actionllm tune`: a Ray Tune search over a recipe's knobs, each trial a real `run_training` (its own Ray
+Train workers, the same streamed shards), ASHA on epochs, optional Optuna / HyperOpt search.
+
+Ray 2.60 runs Train V2: a `TorchTrainer` cannot be handed to a `Tuner` directly, so each trial is a small
+driver function (0.1 CPU) that builds the trainer for its parameters and reports every epoch's metrics to
+Tune through `TuneReportCallback` (see NOTES-ray-2.60.md).
+
+Space keys (the recipe's registry space, overridden key by key by `--space FILE.yaml`):
+  - a TrainConfig field: lr, weight_decay, batch_size, head_lr, ...
+  - a knob of the recipe (`actionllm recipes`): window, stride, rank, precision, max_length, frames, ...
+  - `stride_fraction`: stride = round(fraction x window), null = no stride
+  - a dotted path into the recipe config: lora.dropout, clip.centre, ...
+Each value is {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}
+or a constant. LoRA alpha = 2 x rank unless the space sets alpha.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from actionllm.recipes import get_recipe
+from actionllm.skeleton.shards import Manifest
+
+from .config import TrainConfig
+
+log = logging.getLogger("actionllm.tune")
+KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
+DERIVED = ("stride_fraction",)
+MAX_COMBINATIONS = 4096
+
+
+# --- the space ---------------------------------------------------------------------------------------------
+def load_space_file(path: str | Path | None) -> tuple[dict, dict, bool]:
+    """A space YAML -> (space, train overrides, inherit). Either {space: {...}, train: {...}, inherit: bool}
+    or a flat space. inherit (default true): start from the recipe's registry space; false: this space only."""
+    if path is None:
+        return {}, {}, True
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the search space: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping (space: ..., train: ...)")
+    if "space" in data or "train" in data:
+        unknown = set(data) - {"space", "train", "inherit"}
+        if unknown:
+            raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)} (expected space, train, inherit)")
+        if not isinstance(data.get("inherit", True), bool):
+            raise ValueError(f"{path}: inherit must be true or false")
+        return dict(data.get("space") or {}), dict(data.get("train") or {}), data.get("inherit", True)
+    return data, {}, True
+
+
+def check_spec(key: str, spec) -> None:
+    if not isinstance(spec, dict):
+        return  # a constant
+    if len(spec) != 1 or next(iter(spec)) not in KINDS:
+        raise ValueError(f"space key {key!r}: {spec!r} must be one of {{{': ..., '.join(KINDS)}: ...}} or a constant")
+    kind, arg = next(iter(spec.items()))
+    if kind in ("choice", "grid"):
+        if not isinstance(arg, list) or not arg:
+            raise ValueError(f"space key {key!r}: {kind} needs a non-empty list")
+    else:
+        if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(x, (int, float)) for x in arg)):
+            raise ValueError(f"space key {key!r}: {kind} needs [low, high]")
+        lo, hi = arg
+        if not lo < hi:
+            raise ValueError(f"space key {key!r}: {kind} needs low < high, got {arg}")
+        if kind == "loguniform" and lo <= 0:
+            raise ValueError(f"space key {key!r}: loguniform needs low > 0, got {lo}")
+
+
+def candidates(spec) -> list:
+    """The values a check has to try: every choice, the ends of a range, the constant itself."""
+    if not isinstance(spec, dict):
+        return [spec]
+    kind, arg = next(iter(spec.items()))
+    return list(arg) if kind in ("choice", "grid") else list(arg)
+
+
+def apply_params(base: dict, recipe_name: str, params: dict) -> dict:
+    """TrainConfig dict + one trial's parameters -> the trial's TrainConfig dict."""
+    recipe = get_recipe(recipe_name)
+    out = copy.deepcopy(base)
+    rc = out.setdefault("recipe_config", {})
+    fields = set(TrainConfig.model_fields)
+    for key, value in params.items():
+        if key in DERIVED:
+            continue
+        if key in fields:
+            out[key] = value
+        else:
+            _set(rc, recipe.knobs.get(key, key), value)
+    if "rank" in params and "alpha" in recipe.knobs and "alpha" not in params:
+        _set(rc, recipe.knobs["alpha"], 2 * params["rank"])
+    if "stride_fraction" in params:
+        if "window" not in recipe.knobs or "stride" not in recipe.knobs:
+            raise ValueError(f"stride_fraction needs a recipe with window and stride knobs ({recipe_name} has none)")
+        window = recipe.config(rc).windowing()[0]
+        f = params["stride_fraction"]
+        _set(rc, recipe.knobs["stride"], None if f is None or window is None else max(1, round(f * window)))
+    return out
+
+
+def _set(cfg: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for p in parents:
+        cfg = cfg.setdefault(p, {})
+        if not isinstance(cfg, dict):
+            raise ValueError(f"space key {path!r}: {p!r} is not a section of the recipe config")
+    cfg[leaf] = value
+
+
+def validate_space(recipe_name: str, base: dict, space: dict, facts: dict) -> list[str]:
+    """Every combination of the space's candidate values must make a valid TrainConfig whose recipe config
+    has no problems on this dataset; returns the reasons (empty = fine)."""
+    recipe = get_recipe(recipe_name)
+    fields, knobs = set(TrainConfig.model_fields), set(recipe.knobs)
+    reasons = []
+    for key, spec in space.items():
+        check_spec(key, spec)
+        if key not in fields and key not in knobs and key not in DERIVED and "." not in key:
+            reasons.append(f"space key {key!r} is not a TrainConfig field, a knob of recipe {recipe_name!r} "
+                           f"({', '.join(sorted(knobs))}), stride_fraction, or a dotted config path")
+    if reasons:
+        return reasons
+    keys = list(space)
+    grid = list(itertools.product(*(candidates(space[k]) for k in keys)))
+    if len(grid) > MAX_COMBINATIONS:
+        raise ValueError(f"the space has {len(grid)} combinations of candidate values; at most {MAX_COMBINATIONS} "
+                         "are checked (use ranges instead of long choice lists)")
+    seen = set()
+    from pydantic import ValidationError
+
+    for combo in grid:
+        params = dict(zip(keys, combo, strict=True))
+        label = ", ".join(f"{k}={v}" for k, v in params.items())
+        try:
+            tc = TrainConfig.model_validate(apply_params(base, recipe_name, params))
+            cfg = recipe.config(tc.recipe_config)
+        except (ValidationError, ValueError) as err:
+            first = str(err).strip().splitlines()
+            msg = " ".join(first[:3]) if first else repr(err)
+            reasons.append(f"{label}: invalid config: {msg}")
+            continue
+        for problem in cfg.problems(facts):
+            if (label, problem) not in seen:
+                seen.add((label, problem))
+                reasons.append(f"{label}: {problem}")
+    return reasons
+
+
+def to_tune(space: dict) -> dict:
+    from ray import tune
+
+    out = {}
+    for key, spec in space.items():
+        if not isinstance(spec, dict):
+            out[key] = spec
+            continue
+        kind, arg = next(iter(spec.items()))
+        out[key] = {"choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
+                    "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+                    "randint": lambda a: tune.randint(a[0], a[1] + 1)}[kind](arg)
+    return out
+
+
+def dataset_facts(data: str) -> dict:
+    m = Manifest.read(data)
+    return {"layout": m.layout, "dims": m.dims, "max_frames": int(m.frames.get("max", 0)) or None}
+
+
+# --- the trial ---------------------------------------------------------------------------------------------
+def run_trial(config: dict, base: dict, recipe: str) -> None:
+    """One trial: its TrainConfig, trained by run_training in the trial's folder, epochs reported to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .train import run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    tc = TrainConfig.model_validate({**apply_params(base, recipe, config["params"]), "output": str(trial_dir / "run")})
+    run_training(tc, callbacks=[TuneReportCallback()])
+
+
+def make_progress_callback(metric: str, mode: str, max_epochs: int):
+    from ray import tune
+
+    class Progress(tune.Callback):
+        """Log trials done / running / stopped early / failed and the best so far as the search moves."""
+
+        def __init__(self):
+            self.best = None
+
+        def _line(self, trials, event: str) -> None:
+            status = [t.status for t in trials]
+            stopped = sum(1 for t in trials if t.status == "TERMINATED" and _epochs(t) < max_epochs)
+            done = sum(1 for s in status if s == "TERMINATED")
+            best = f"best {metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else "best: none yet"
+            log.info(f"[tune] {event} | trials: {done} done ({stopped} stopped early by ASHA), "
+                     f"{status.count('RUNNING')} running, {status.count('PENDING')} pending, "
+                     f"{status.count('ERROR')} failed | {best}")
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            v = result.get(metric)
+            if v is not None and (self.best is None or (v > self.best[0] if mode == "max" else v < self.best[0])):
+                self.best = (float(v), trial.trial_id)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._line(trials, f"trial {trial.trial_id} finished after {_epochs(trial)} epoch(s)")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trials, f"trial {trial.trial_id} FAILED")
+
+    return Progress()
+
+
+def _epochs(trial) -> int:
+    return int((trial.last_result or {}).get("training_iteration", 0))
+
+
+# --- the search --------------------------------------------------------------------------------------------
+def run_search(recipe: str, data: str, output: str, space_file: str | None = None, samples: int = 16,
+               max_concurrent: int = 4, metric: str = "val_accuracy", mode: str | None = None,
+               max_steps: int | None = None, search: str = "random", base_overrides: dict | None = None,
+               grace_period: int = 1, reduction_factor: int = 2, resume: bool = False,
+               address: str | None = None, seed: int = 0) -> dict:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .data import init_ray
+
+    mode = mode or ("min" if metric.endswith("loss") else "max")
+    out = Path(output).resolve()
+    exp = out / "search"
+    space_override, train_overrides, inherit = load_space_file(space_file)
+    space = {**(get_recipe(recipe).search_space if inherit else {}), **space_override}
+    base = _merge(_merge({"workers": 1}, train_overrides), base_overrides or {})
+    base.update({"data": str(Path(data).resolve()) if "://" not in data else data, "output": "unused"})
+    base["recipe"], base["eval_every"] = recipe, 1  # ASHA compares the metric at every epoch
+    if max_steps is not None:
+        base["max_steps_per_epoch"] = max_steps
+    base_tc = TrainConfig.model_validate(base)  # a clear error for a bad base before anything starts
+    base = base_tc.model_dump(mode="json", exclude_defaults=False)
+    if not resume:
+        if Tuner_exists(exp):
+            raise ValueError(f"{exp} already holds a search: pass --resume to continue it, or another --output")
+        reasons = validate_space(recipe, base, space, dataset_facts(data))
+        if reasons:
+            shown = "\n  ".join(reasons[:12]) + (f"\n  ... and {len(reasons) - 12} more" if len(reasons) > 12 else "")
+            raise ValueError(f"the search space is refused before any trial starts:\n  {shown}")
+    out.mkdir(parents=True, exist_ok=True)
+    # logical CPUs per trial: its driver (0.1), its Train workers, the encoder actors of the train and val
+    # pipelines (up to one per worker each) and the read tasks; too few and Ray Data waits forever
+    cpus = math.ceil(max_concurrent * (base_tc.workers * (base_tc.cpus_per_worker + 2) + 1.5))
+    init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1, cpus))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, recipe=recipe), {"cpu": 0.1})
+    t0 = time.perf_counter()
+    if resume:
+        if not Tuner_exists(exp):
+            raise ValueError(f"--resume: no search to resume under {exp}")
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        (out / "resumed.txt").open("a").write(time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
+    else:
+        (out / "search.json").write_text(json.dumps({"recipe": recipe, "space": space, "base": base, "metric": metric,
+                                                     "mode": mode, "samples": samples, "search": search}, indent=2))
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=base_tc.epochs, grace_period=grace_period,
+                                  reduction_factor=reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space={"params": to_tune(space)},
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=samples, scheduler=scheduler,
+                                        max_concurrent_trials=max_concurrent,
+                                        search_alg=search_algorithm(search, space, metric, mode, seed)),
+            run_config=tune.RunConfig(name="search", storage_path=str(out), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[make_progress_callback(metric, mode, base_tc.epochs)]),
+        )
+    results = tuner.fit()
+    summary = write_results(results, out, recipe, base, space, metric, mode, base_tc.epochs)
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k) or {}, dict) else v
+    return out
+
+
+def Tuner_exists(path: Path) -> bool:  # noqa: N802 -- reads as the Tuner API it wraps
+    from ray import tune
+
+    return path.is_dir() and tune.Tuner.can_restore(str(path))
+
+
+def search_algorithm(name: str, space: dict, metric: str, mode: str, seed: int):
+    """random (Tune's variant generator), optuna (TPE) or hyperopt; the latter two are optional installs."""
+    if name == "random":
+        return None
+    if any(isinstance(v, dict) and "grid" in v for v in space.values()):
+        raise ValueError(f"--search {name} does not take grid entries; use choice")
+    try:
+        if name == "optuna":
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
+
+            return OptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))
+        if name == "hyperopt":
+            from ray.tune.search.hyperopt import HyperOptSearch
+
+            return HyperOptSearch(metric=metric, mode=mode, random_state_seed=seed)
+    except ImportError as err:
+        raise ValueError(f"--search {name} needs its package: pip install 'actionllm[tune]' ({err})") from None
+    raise ValueError(f"unknown --search {name!r}: random, optuna or hyperopt")
+
+
+# --- the results -------------------------------------------------------------------------------------------
+def write_results(results, out: Path, recipe: str, base: dict, space: dict, metric: str, mode: str,
+                  max_epochs: int) -> dict:
+    """results.csv / results.md (a row per trial), metric_vs_params.png, best.yaml."""
+    rows = []
+    keys = list(space)
+    for r in results:
+        params = (r.config or {}).get("params", {})
+        hist = r.metrics_dataframe
+        values = [] if hist is None or metric not in hist else [v for v in hist[metric].tolist() if v == v]
+        best_v = (max(values) if mode == "max" else min(values)) if values else None
+        epochs = int((r.metrics or {}).get("training_iteration", 0))
+        status = "failed" if r.error else ("stopped (ASHA)" if epochs < max_epochs else "completed")
+        trial_dir = Path(r.path)
+        rows.append({"trial": trial_dir.name.split("_")[1] if "_" in trial_dir.name else trial_dir.name,
+                     **{k: params.get(k) for k in keys}, metric: (r.metrics or {}).get(metric),
+                     f"best_{metric}": best_v, "epochs": epochs, "status": status,
+                     "wall_s": round(float((r.metrics or {}).get("time_total_s", 0.0)), 1),
+                     "error": str(r.error).splitlines()[0][:200] if r.error else "", "dir": str(trial_dir)})
+    ok = [x for x in rows if x[f"best_{metric}"] is not None]
+    best = (max if mode == "max" else min)(ok, key=lambda x: x[f"best_{metric}"]) if ok else None
+    cols = ["trial", *keys, metric, f"best_{metric}", "epochs", "status", "wall_s", "error"]
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for x in sorted(rows, key=lambda x: (x[f"best_{metric}"] is None, -(x[f"best_{metric}"] or 0)
+                                         if mode == "max" else (x[f"best_{metric}"] or 0))):
+        md.append("| " + " | ".join(_fmt(x.get(c)) + (" **(best)**" if x is best and c == "trial" else "")
+                                    for c in cols) + " |")
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    plot_params(rows, keys, metric, out / "metric_vs_params.png")
+    summary = {"trials": len(rows), "completed": sum(x["status"] == "completed" for x in rows),
+               "stopped_early": sum(x["status"] == "stopped (ASHA)" for x in rows),
+               "failed": sum(x["status"] == "failed" for x in rows), "metric": metric, "mode": mode,
+               "files": ["results.csv", "results.md", "metric_vs_params.png"]}
+    if best is not None:
+        params = {k: best[k] for k in keys}
+        tc = TrainConfig.model_validate({**apply_params(base, recipe, params), "output": str(out / "best-run")})
+        doc = tc.model_dump(mode="json", exclude={"fail_at_epoch"})
+        header = (f"# best trial {best['trial']} of {out}: {metric}={best[f'best_{metric}']:.4g}\n"
+                  f"# parameters: {json.dumps(params)}\n# train it: actionllm train --config {out / 'best.yaml'}\n")
+        (out / "best.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False))
+        summary.update({"best": {"trial": best["trial"], metric: best[f"best_{metric}"], "params": params},
+                        "best_yaml": str(out / "best.yaml")})
+        summary["files"].append("best.yaml")
+    return summary
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "none" if v is None else str(v)
+
+
+def plot_params(rows: list[dict], keys: list[str], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = keys or ["trial"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=True):
+        xs = [x.get(k) for x in rows]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
+        labels = sorted({str(v) for v in xs})
+        pos = xs if numeric else [labels.index(str(v)) for v in xs]
+        for x, p in zip(rows, pos, strict=True):
+            y = x.get(f"best_{metric}")
+            if y is None:
+                continue
+            style = {"completed": ("o", "tab:blue"), "stopped (ASHA)": ("x", "tab:orange")}.get(x["status"],
+                                                                                               ("s", "tab:red"))
+            ax.scatter([p], [y], marker=style[0], color=style[1])
+        if not numeric:
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+        elif k in ("lr", "head_lr", "weight_decay") and all(v and v > 0 for v in xs):
+            ax.set_xscale("log")
+        ax.set_xlabel(k)
+        ax.set_ylabel(metric)
+    fig.suptitle(f"{metric} per trial (o completed, x stopped by ASHA)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
