@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import importlib.util
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -108,10 +112,38 @@ def tiny_config(
     return LlamaConfig(**{**kw, **overrides})
 
 
+def tokenizer_cache_dir() -> Path:
+    return Path(os.environ.get("ACTIONLLM_CACHE", Path.home() / ".cache" / "actionllm")) / "tokenizers"
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_tokenizer(src: str, gguf_file: str | None, revision: str | None, trust: bool):
+    """One load per process (callers get deep copies). A tokenizer read from a GGUF file (~5 s to parse
+    SmolLM2's vocabulary) is also saved once as a fast tokenizer folder keyed by the file's path, size and
+    mtime, so every later process (Ray actors, tune trials) loads it in well under a second."""
+    if gguf_file:
+        path = Path(src) / gguf_file
+        if path.is_file():
+            st = path.stat()
+            key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+            cached = tokenizer_cache_dir() / f"{path.stem}-{key}"
+            if (cached / "tokenizer_config.json").is_file():
+                try:
+                    return AutoTokenizer.from_pretrained(str(cached))
+                except (OSError, ValueError):
+                    shutil.rmtree(cached, ignore_errors=True)  # a damaged cache entry: parse again
+            tok = AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust, gguf_file=gguf_file)
+            tmp = None
+            try:  # write beside, then rename: concurrent processes never see half a folder
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".partial-"))
+                tok.save_pretrained(str(tmp))
+                os.replace(tmp, cached)
+            except OSError:  # read-only home, or another process renamed first: the cache is an optimisation
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return tok
     kw = {"gguf_file": gguf_file} if gguf_file else {}
-    # parsing SmolLM2's GGUF vocab takes ~5 s, so one parse per process; callers get deep copies
     return AutoTokenizer.from_pretrained(src, revision=revision, trust_remote_code=trust, **kw)
 
 

@@ -297,7 +297,7 @@ def tune(
     max_steps: int = typer.Option(None, min=1, help="cap every epoch (an ASHA rung) at K optimiser steps"),
     workers: int = typer.Option(None, min=1, help="Ray Train workers per trial (default 1)"),
     search: str = typer.Option("random", help="random | optuna | hyperopt (the last two: pip install "
-                               "'actionllm[tune]')"),
+                               "'actionllm\\[tune]')"),
     grace_period: int = typer.Option(1, min=1, help="ASHA: epochs before a trial may be stopped"),
     reduction_factor: int = typer.Option(2, min=2, help="ASHA: keep the top 1/rf at each rung"),
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted search in --output"),
@@ -336,6 +336,10 @@ def tune(
     except (FileNotFoundError, ValueError, KeyError) as err:
         _fail(str(err).strip('"'))
     out.print_json(data=summary)
+    if summary.get("interrupted"):
+        console.print(f"[yellow]search interrupted:[/] {summary['interrupted']} of {summary['expected_trials']} trials "
+                      f"unfinished; continue with the same command and --resume", highlight=False)
+        raise typer.Exit(130)
 
 
 @app.command()

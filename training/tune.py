@@ -35,6 +35,7 @@ from .config import TrainConfig
 
 log = logging.getLogger("actionllm.tune")
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
+STATUS = "trial_status.jsonl"
 DERIVED = ("stride_fraction",)
 MAX_COMBINATIONS = 4096
 
@@ -195,11 +196,12 @@ def run_trial(config: dict, base: dict, recipe: str) -> None:
     run_training(tc, callbacks=[TuneReportCallback()])
 
 
-def make_progress_callback(metric: str, mode: str, max_epochs: int):
+def make_progress_callback(metric: str, mode: str, max_epochs: int, status_file: Path):
     from ray import tune
 
     class Progress(tune.Callback):
-        """Log trials done / running / stopped early / failed and the best so far as the search moves."""
+        """Log trials done / running / stopped early / failed and the best so far as the search moves, and
+        record how each trial ended in `status_file` (it outlives an interruption: --resume reads it)."""
 
         def __init__(self):
             self.best = None
@@ -213,15 +215,25 @@ def make_progress_callback(metric: str, mode: str, max_epochs: int):
                      f"{status.count('RUNNING')} running, {status.count('PENDING')} pending, "
                      f"{status.count('ERROR')} failed | {best}")
 
+        def _record(self, trial, ended: str) -> None:
+            with status_file.open("a") as f:
+                f.write(json.dumps({"trial_id": trial.trial_id, "ended": ended, "epochs": _epochs(trial)}) + "\n")
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self._line(trials, f"trial {trial.trial_id} started {trial.config.get('params', {})}")
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             v = result.get(metric)
             if v is not None and (self.best is None or (v > self.best[0] if mode == "max" else v < self.best[0])):
                 self.best = (float(v), trial.trial_id)
+                self._line(trials, f"new best from trial {trial.trial_id} at epoch {result.get('training_iteration')}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self._record(trial, "completed" if _epochs(trial) >= max_epochs else "stopped (ASHA)")
             self._line(trials, f"trial {trial.trial_id} finished after {_epochs(trial)} epoch(s)")
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            self._record(trial, "failed")
             self._line(trials, f"trial {trial.trial_id} FAILED")
 
     return Progress()
@@ -229,6 +241,11 @@ def make_progress_callback(metric: str, mode: str, max_epochs: int):
 
 def _epochs(trial) -> int:
     return int((trial.last_result or {}).get("training_iteration", 0))
+
+
+def expected_trials(space: dict, samples: int) -> int:
+    grids = [len(v["grid"]) for v in space.values() if isinstance(v, dict) and "grid" in v]
+    return samples * math.prod(grids)
 
 
 # --- the search --------------------------------------------------------------------------------------------
@@ -272,6 +289,9 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
         if not Tuner_exists(exp):
             raise ValueError(f"--resume: no search to resume under {exp}")
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        saved = json.loads((out / "search.json").read_text())
+        space, metric, mode, samples = saved["space"], saved["metric"], saved["mode"], saved["samples"]
+        base = saved["base"]
         (out / "resumed.txt").open("a").write(time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
     else:
         (out / "search.json").write_text(json.dumps({"recipe": recipe, "space": space, "base": base, "metric": metric,
@@ -285,10 +305,12 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
                                         search_alg=search_algorithm(search, space, metric, mode, seed)),
             run_config=tune.RunConfig(name="search", storage_path=str(out), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[make_progress_callback(metric, mode, base_tc.epochs)]),
+                                      callbacks=[make_progress_callback(metric, mode, base_tc.epochs,
+                                                                        out / STATUS)]),
         )
     results = tuner.fit()
-    summary = write_results(results, out, recipe, base, space, metric, mode, base_tc.epochs)
+    summary = write_results(results, out, recipe, base, space, metric, mode, base_tc.epochs,
+                            expected_trials(space, samples))
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -330,8 +352,14 @@ def search_algorithm(name: str, space: dict, metric: str, mode: str, seed: int):
 
 # --- the results -------------------------------------------------------------------------------------------
 def write_results(results, out: Path, recipe: str, base: dict, space: dict, metric: str, mode: str,
-                  max_epochs: int) -> dict:
-    """results.csv / results.md (a row per trial), metric_vs_params.png, best.yaml."""
+                  max_epochs: int, expected: int) -> dict:
+    """results.csv / results.md (a row per trial), metric_vs_params.png, best.yaml. A trial's status comes
+    from the progress callback's record (completed / stopped (ASHA) / failed); none = interrupted."""
+    ended = {}
+    if (out / STATUS).is_file():
+        for line in (out / STATUS).read_text().splitlines():
+            rec = json.loads(line)
+            ended[rec["trial_id"]] = rec["ended"]
     rows = []
     keys = list(space)
     for r in results:
@@ -340,9 +368,10 @@ def write_results(results, out: Path, recipe: str, base: dict, space: dict, metr
         values = [] if hist is None or metric not in hist else [v for v in hist[metric].tolist() if v == v]
         best_v = (max(values) if mode == "max" else min(values)) if values else None
         epochs = int((r.metrics or {}).get("training_iteration", 0))
-        status = "failed" if r.error else ("stopped (ASHA)" if epochs < max_epochs else "completed")
+        trial_id = (r.metrics or {}).get("trial_id") or Path(r.path).name
+        status = "failed" if r.error else ended.get(trial_id, "interrupted")
         trial_dir = Path(r.path)
-        rows.append({"trial": trial_dir.name.split("_")[1] if "_" in trial_dir.name else trial_dir.name,
+        rows.append({"trial": trial_id,
                      **{k: params.get(k) for k in keys}, metric: (r.metrics or {}).get(metric),
                      f"best_{metric}": best_v, "epochs": epochs, "status": status,
                      "wall_s": round(float((r.metrics or {}).get("time_total_s", 0.0)), 1),
@@ -361,7 +390,9 @@ def write_results(results, out: Path, recipe: str, base: dict, space: dict, metr
                                     for c in cols) + " |")
     (out / "results.md").write_text("\n".join(md) + "\n")
     plot_params(rows, keys, metric, out / "metric_vs_params.png")
-    summary = {"trials": len(rows), "completed": sum(x["status"] == "completed" for x in rows),
+    interrupted = sum(x["status"] == "interrupted" for x in rows) + max(0, expected - len(rows))
+    summary = {"trials": len(rows), "expected_trials": expected, "interrupted": interrupted,
+               "completed": sum(x["status"] == "completed" for x in rows),
                "stopped_early": sum(x["status"] == "stopped (ASHA)" for x in rows),
                "failed": sum(x["status"] == "failed" for x in rows), "metric": metric, "mode": mode,
                "files": ["results.csv", "results.md", "metric_vs_params.png"]}

@@ -59,3 +59,17 @@ def test_space_file_forms(tmp_path):
     f.write_text("[1, 2")
     with pytest.raises(ValueError, match="cannot read the search space"):
         load_space_file(f)
+
+
+def test_search_algorithms():
+    from ray.tune.search.optuna import OptunaSearch
+
+    from training.tune import search_algorithm
+
+    assert search_algorithm("random", {}, "val_accuracy", "max", 0) is None
+    algo = search_algorithm("optuna", {"lr": {"loguniform": [1e-4, 1e-2]}}, "val_accuracy", "max", 0)
+    assert isinstance(algo, OptunaSearch)
+    with pytest.raises(ValueError, match="does not take grid entries"):
+        search_algorithm("optuna", {"lr": {"grid": [1e-4, 1e-3]}}, "val_accuracy", "max", 0)
+    with pytest.raises(ValueError, match="unknown --search 'bayes'"):
+        search_algorithm("bayes", {}, "val_accuracy", "max", 0)
