@@ -2,10 +2,11 @@
 render docs/results.md from what the runs wrote (nothing typed by hand).
 
   python bench/results.py run --recipe-config training/configs/stgcn-cpu.yaml --datasets msr-action3d,florence3d
-  python bench/results.py table            # -> docs/results.md from runs/results/*/row.json
+  python bench/results.py table            # -> docs/results.md from docs/results/rows/*.json
 
 Each cell: `actionllm prepare` (once per dataset) -> `actionllm train` -> `actionllm evaluate --split test`,
-timed; its row.json records the commands, the metrics, the wall times and the machine.
+timed; its row (docs/results/rows/<recipe>-<dataset>.json, kept in git) records the commands, the metrics,
+the wall times and the machine.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+ROWS = ROOT / "docs" / "results" / "rows"
 BIN = Path(sys.executable).parent / "actionllm"
 # dataset -> (reader, folder under the data root, protocol, what the split is)
 DATASETS = {
@@ -57,10 +59,7 @@ def sh(cmd: list[str], log: Path) -> float:
 
 
 def rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    return os.path.relpath(path.resolve(), ROOT)
 
 
 def run(args) -> None:
@@ -86,8 +85,8 @@ def run(args) -> None:
         report = json.loads((cell / "report" / "report.json").read_text())
         summary = json.loads((cell / "run" / "summary.json").read_text())
         rc = json.loads((cell / "run" / "recognizer" / "config.json").read_text())
-        backbone = rc.get("backbone", {}).get("name_or_path") or f"- ({rc['config'].get('preset', '')}, " \
-            f"{rc.get('parameters', 0) / 1e6:.2f}M params)"
+        backbone = rc.get("backbone", {}).get("name_or_path") or \
+            f"none (ST-GCN {rc['config'].get('preset', '')}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
         row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
                "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
                "chance": report["chance"], "test_sequences": report["sequences"],
@@ -96,12 +95,13 @@ def run(args) -> None:
                "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (prepare, train, evaluate)],
                "date": time.strftime("%Y-%m-%d")}
         (cell / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+        ROWS.mkdir(parents=True, exist_ok=True)
+        (ROWS / f"{cell.name}.json").write_text(json.dumps(row, indent=2) + "\n")
         print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
 
 
 def table(args) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted(Path(args.work).glob("*/row.json"))]
-    rows += [json.loads(p.read_text()) for p in sorted(Path(args.extra_rows).glob("*.json"))] if args.extra_rows else []
+    rows = [json.loads(p.read_text()) for p in sorted(Path(args.rows).glob("*.json"))]
     order = list(DATASETS)
     rows.sort(key=lambda r: (order.index(r["dataset"]) if r["dataset"] in order else 99, r["recipe"]))
     lines = ["| dataset | protocol | recipe | backbone | top-1 | macro-F1 | top-5 | chance | epochs | train wall | "
@@ -111,11 +111,21 @@ def table(args) -> None:
                      f"{r['backbone']} | **{100 * r['top1']:.1f}** | {100 * r['macro_f1']:.1f} | "
                      f"{100 * r['top5']:.1f} | {100 * r['chance']:.1f} | {r['epochs']} | "
                      f"{r['train_s'] / 60:.1f} min | {r['machine']} |")
-    cmds = ["", "Commands (run from the repository root; `runs/results` is where `bench/results.py` puts them):", ""]
+    cmds = ["", "Commands (from the repository root; `bench/results.py run` runs exactly these):", ""]
     for r in rows:
-        cmds += [f"**{r['dataset']} / {r['recipe']}** ({r['date']}; split: {r['split']})", "```bash",
+        note = f" {r['note']}." if r.get("note") else ""
+        cmds += [f"**{r['dataset']} / {r['recipe']}** ({r['date']}; split: {r['split']}).{note}", "```bash",
                  *r["commands"], "```", ""]
-    Path(args.output).write_text("\n".join(lines + cmds))
+    head = ["# Results", "", "Sequence-level scores on each dataset's test split. Rows: `docs/results/rows/*.json`, "
+            "written by `python bench/results.py run`; this file and the README table by "
+            "`python bench/results.py table`.", ""]
+    Path(args.output).write_text("\n".join(head + lines + cmds))
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- results:begin (bench/results.py table) -->", "<!-- results:end -->"
+    if begin in text and end in text:
+        a, b = text.index(begin) + len(begin), text.index(end)
+        readme.write_text(text[:a] + "\n" + "\n".join(lines) + "\n" + text[b:])
     print("\n".join(lines))
 
 
@@ -130,8 +140,7 @@ def main() -> None:
     r.add_argument("--name", default=None, help="cell name prefix (default: the recipe)")
     r.add_argument("extra", nargs="*", help="extra `actionllm train` flags after --")
     t = sub.add_parser("table", help="render the table from row.json files")
-    t.add_argument("--work", default="runs/results")
-    t.add_argument("--extra-rows", default=None, help="a folder of row JSONs from elsewhere")
+    t.add_argument("--rows", default=str(ROWS), help="folder of row JSONs")
     t.add_argument("--output", default="docs/results.md")
     args = p.parse_args()
     run(args) if args.cmd == "run" else table(args)
