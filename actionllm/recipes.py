@@ -169,6 +169,9 @@ register_recipe(Recipe(
         "lr": {"loguniform": [1e-5, 1e-3]},
     },
     paper="../shared/seeds/000_2636df4139b5194f.txt",
+    # tasks: Ray's pooled worker processes keep one encoder (tokenizer) per configuration across epochs and
+    # trials, where an actor pool would start (import torch, load the tokenizer) again every epoch
+    encoder_compute="tasks",
     knobs={"window": "bridge.window", "stride": "bridge.stride", "precision": "bridge.precision",
            "prompt": "bridge.prompt", "rank": "lora.r", "alpha": "lora.alpha", "backbone": "backbone.name_or_path",
            "gguf_file": "backbone.gguf_file", "pooling": "pooling", "max_length": "max_length"},

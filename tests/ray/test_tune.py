@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ray
 
 # Two sane trials run first (max-concurrent 2, grid order), then two at a learning rate that wrecks the model
 # (AdamW moves every weight by ~lr per step; the head by 10 x lr): at the first rung they meet a cutoff set by
-# the sane ones, so ASHA has to stop them.
+# the sane ones, so ASHA has to stop them (the second sane trial may be stopped too, if it is the worse one).
 SPACE = {
     "inherit": False,
     "space": {"lr": {"grid": [1.0e-4, 2.0e-4, 1.0, 2.0]}},
@@ -36,8 +36,14 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def msr_shards(tmp_path_factory, data_root):
+    """Real MSR Action3D, its first four actions (all subjects): every trial streams a quarter of the windows,
+    which keeps six trial launches (two restarted by the resume) inside CI's budget."""
     out = tmp_path_factory.mktemp("msr-tune") / "shards"
-    prepare(get_reader("msr-action3d")(data_root / "msr_action3d"), out, "cross-subject", val_fraction=0.1)
+    reader = get_reader("msr-action3d")(data_root / "msr_action3d")
+    subset = [f for f in reader.files() if f.name[:3] in ("a01", "a02", "a03", "a04")]
+    assert len(subset) > 100
+    reader.files = lambda: subset
+    prepare(reader, out, "cross-subject", val_fraction=0.15)
     return out
 
 
@@ -55,10 +61,10 @@ def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
     proc = subprocess.Popen([ACTIONLLM, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.time() + 300
-    while trials_started(out / "search") < 2 and time.time() < deadline and proc.poll() is None:
+    while trials_started(out / "search") < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(1)
     assert proc.poll() is None, f"the search ended before it could be interrupted:\n{proc.communicate()[1][-3000:]}"
-    assert trials_started(out / "search") == 2, "the first two trials did not start within the deadline"
+    assert trials_started(out / "search") >= 1, "no trial started within the deadline"
     proc.send_signal(signal.SIGINT)  # Ctrl-C to the search (Tune saves its state and returns)
     try:
         proc.communicate(timeout=120)
@@ -80,8 +86,8 @@ def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
     for r in rows:
         stopped = r["status"] == "stopped (ASHA)"
         assert (int(r["epochs"]) < 2) == stopped and float(r["best_val_loss"]) > 0
-        if stopped:
-            assert float(r["lr"]) >= 1.0  # only the wrecked trials
+        if float(r["lr"]) >= 1.0:
+            assert stopped  # the wrecked trials meet the sane ones' cutoff at the first rung
     best = min(rows, key=lambda r: float(r["best_val_loss"]))
     assert float(best["lr"]) < 1e-3
     assert summary["best"]["params"]["lr"] == pytest.approx(float(best["lr"]))
@@ -98,7 +104,7 @@ def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
 
 def test_invalid_space_is_refused_before_any_trial(msr_shards, tmp_path):
     space = tmp_path / "bad.yaml"
-    space.write_text(yaml.safe_dump({"inherit": False, "space": {"window": {"choice": [12, 18]},
+    space.write_text(yaml.safe_dump(sort_keys=False, data={"inherit": False, "space": {"window": {"choice": [12, 18]},
                                                                  "stride": {"choice": [6, 24]}},
                                      "train": {"recipe_config": {"backbone": {"name_or_path": "tiny"}}}}))
     proc = run("tune", "--data", msr_shards, "--output", tmp_path / "s", "--space", space, check=False)
