@@ -50,8 +50,10 @@ def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, w
     kwargs = {"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims, "recipe": recipe.name, "train": train}
     windows = window_dataset(data, window, stride, split, shuffle=train)
     if recipe.encoder_compute == "tasks":
+        # at most one encoding task per Train worker at a time: every extra parallel task can start a fresh
+        # Ray worker process (torch + transformers imports), which on a few cores costs more than it gains
         return windows.map_batches(encode_in_task, fn_kwargs={"recipe": recipe.name, "kwargs": kwargs}, batch_size=16,
-                                   batch_format="numpy")
+                                   compute=ray.data.TaskPoolStrategy(size=max(1, workers)), batch_format="numpy")
     return windows.map_batches(recipe.encoder_cls(), fn_constructor_kwargs=kwargs, batch_size=16,
                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)),
                                batch_format="numpy")
