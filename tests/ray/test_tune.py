@@ -51,7 +51,7 @@ def trials_started(search: Path) -> int:
     return sum(1 for p in search.glob("run_trial_*/run/train_config.json"))
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # six trial launches on 2 cores: ~10-13 min
 def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
@@ -76,7 +76,7 @@ def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
 
     again = run("tune", "--data", msr_shards, "--output", out, "--space", space, check=False)
     assert again.returncode == 2 and "pass --resume" in again.stderr  # never silently overwritten
-    done = run(*args, "--resume", timeout=900)
+    done = run(*args, "--resume", timeout=1400)
     summary = json.loads((out / "summary.json").read_text())
     assert (out / "resumed.txt").is_file()
     assert summary["trials"] == 4 and summary["failed"] == 0 and summary["interrupted"] == 0, done.stderr[-3000:]
