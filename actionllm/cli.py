@@ -196,7 +196,7 @@ def stream(
 def _recipe_overrides(recipe: str, **flags) -> dict:
     """CLI flags -> nested recipe-config overrides through the recipe's knobs (only the flags the user gave).
     A flag the recipe has no knob for is an error naming the flags it does take."""
-    from actionllm.recipes import get_recipe
+    from actionllm.recipes import get_recipe, set_path
 
     knobs = get_recipe(recipe).knobs
     cfg: dict = {}
@@ -206,17 +206,10 @@ def _recipe_overrides(recipe: str, **flags) -> dict:
         if name not in knobs:
             takes = ", ".join(f"--{k.replace('_', '-')}" for k in knobs) or "none"
             raise ValueError(f"recipe {recipe!r} has no --{name.replace('_', '-')} (its flags: {takes})")
-        _set_path(cfg, knobs[name], None if name == "stride" and value == 0 else value)
+        set_path(cfg, knobs[name], None if name == "stride" and value == 0 else value)
         if name == "rank" and "alpha" in knobs and flags.get("alpha") is None:  # alpha = 2 x rank unless given
-            _set_path(cfg, knobs["alpha"], 2 * value)
+            set_path(cfg, knobs["alpha"], 2 * value)
     return cfg
-
-
-def _set_path(cfg: dict, path: str, value) -> None:
-    *parents, leaf = path.split(".")
-    for p in parents:
-        cfg = cfg.setdefault(p, {})
-    cfg[leaf] = value
 
 
 def _deep_update(base: dict, extra: dict) -> dict:

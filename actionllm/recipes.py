@@ -132,6 +132,16 @@ class Recipe:
         return _import(self.encoder)
 
 
+def set_path(cfg: dict, path: str, value) -> None:
+    """cfg['a']['b'] = value for path 'a.b' (sections created as needed): how knobs address a recipe config."""
+    *parents, leaf = path.split(".")
+    for p in parents:
+        cfg = cfg.setdefault(p, {})
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{path!r}: {p!r} is not a section of the recipe config")
+    cfg[leaf] = value
+
+
 def _import(path: str):
     import importlib
 

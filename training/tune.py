@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from actionllm.recipes import get_recipe
+from actionllm.recipes import get_recipe, set_path
 from actionllm.skeleton.shards import Manifest
 
 from .config import TrainConfig
@@ -86,8 +86,7 @@ def candidates(spec) -> list:
     """The values a check has to try: every choice, the ends of a range, the constant itself."""
     if not isinstance(spec, dict):
         return [spec]
-    kind, arg = next(iter(spec.items()))
-    return list(arg) if kind in ("choice", "grid") else list(arg)
+    return list(next(iter(spec.values())))
 
 
 def apply_params(base: dict, recipe_name: str, params: dict) -> dict:
@@ -102,25 +101,16 @@ def apply_params(base: dict, recipe_name: str, params: dict) -> dict:
         if key in fields:
             out[key] = value
         else:
-            _set(rc, recipe.knobs.get(key, key), value)
+            set_path(rc, recipe.knobs.get(key, key), value)
     if "rank" in params and "alpha" in recipe.knobs and "alpha" not in params:
-        _set(rc, recipe.knobs["alpha"], 2 * params["rank"])
+        set_path(rc, recipe.knobs["alpha"], 2 * params["rank"])
     if "stride_fraction" in params:
         if "window" not in recipe.knobs or "stride" not in recipe.knobs:
             raise ValueError(f"stride_fraction needs a recipe with window and stride knobs ({recipe_name} has none)")
         window = recipe.config(rc).windowing()[0]
         f = params["stride_fraction"]
-        _set(rc, recipe.knobs["stride"], None if f is None or window is None else max(1, round(f * window)))
+        set_path(rc, recipe.knobs["stride"], None if f is None or window is None else max(1, round(f * window)))
     return out
-
-
-def _set(cfg: dict, path: str, value) -> None:
-    *parents, leaf = path.split(".")
-    for p in parents:
-        cfg = cfg.setdefault(p, {})
-        if not isinstance(cfg, dict):
-            raise ValueError(f"space key {path!r}: {p!r} is not a section of the recipe config")
-    cfg[leaf] = value
 
 
 def validate_space(recipe_name: str, base: dict, space: dict, facts: dict) -> list[str]:
@@ -272,7 +262,7 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     base_tc = TrainConfig.model_validate(base)  # a clear error for a bad base before anything starts
     base = base_tc.model_dump(mode="json", exclude_defaults=False)
     if not resume:
-        if Tuner_exists(exp):
+        if search_exists(exp):
             raise ValueError(f"{exp} already holds a search: pass --resume to continue it, or another --output")
         reasons = validate_space(recipe, base, space, dataset_facts(data))
         if reasons:
@@ -286,7 +276,7 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, recipe=recipe), {"cpu": 0.1})
     t0 = time.perf_counter()
     if resume:
-        if not Tuner_exists(exp):
+        if not search_exists(exp):
             raise ValueError(f"--resume: no search to resume under {exp}")
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
         saved = json.loads((out / "search.json").read_text())
@@ -323,7 +313,7 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def Tuner_exists(path: Path) -> bool:  # noqa: N802 -- reads as the Tuner API it wraps
+def search_exists(path: Path) -> bool:
     from ray import tune
 
     return path.is_dir() and tune.Tuner.can_restore(str(path))

@@ -28,7 +28,7 @@ from torch import nn
 from actionllm.heads import classification_loss
 from actionllm.recipes import get_recipe
 from actionllm.recognizer import RecognizerBase, read_config
-from actionllm.skeleton.augment import augment_sequence, uniform_sample_indices
+from actionllm.skeleton.augment import augment_sequence, crop_bounds, uniform_sample_indices
 from actionllm.skeleton.layouts import get_layout
 from actionllm.skeleton.transforms import body_centre
 
@@ -72,9 +72,7 @@ def prepare_clip(joints: np.ndarray, cfg, layout: str, rng: np.random.Generator 
     joints = joints[: cfg.clip.max_bodies]
     offset = np.arange(joints.shape[1])
     if augment and rng is not None and cfg.augment.crop < 1.0:
-        t = joints.shape[1]
-        keep = max(1, int(round(rng.uniform(cfg.augment.crop, 1.0) * t)))
-        start = int(rng.integers(0, t - keep + 1))
+        start, keep = crop_bounds(joints.shape[1], cfg.augment.crop, rng)
         joints, offset = joints[:, start:start + keep], offset[start:start + keep]
     joints = centre_joints(joints, layout, cfg.clip.centre)
     if augment and rng is not None:

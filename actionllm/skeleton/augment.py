@@ -67,13 +67,17 @@ def random_linear(dims: int, cfg: AugmentConfig, rng: np.random.Generator) -> np
     return a
 
 
+def crop_bounds(t: int, min_fraction: float, rng: np.random.Generator) -> tuple[int, int]:
+    """(start, length) of a random contiguous run of round(f * t) frames, f ~ U[min_fraction, 1]."""
+    if min_fraction >= 1.0 or t < 2:
+        return 0, t
+    keep = max(1, int(round(rng.uniform(min_fraction, 1.0) * t)))
+    return int(rng.integers(0, t - keep + 1)), keep
+
+
 def temporal_crop(joints: np.ndarray, min_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Keep a random contiguous run of round(f * T) frames, f ~ U[min_fraction, 1]."""
-    t = joints.shape[1]
-    if min_fraction >= 1.0 or t < 2:
-        return joints
-    keep = max(1, int(round(rng.uniform(min_fraction, 1.0) * t)))
-    start = int(rng.integers(0, t - keep + 1))
+    start, keep = crop_bounds(joints.shape[1], min_fraction, rng)
     return joints[:, start:start + keep]
 
 
