@@ -14,6 +14,7 @@ The joints-llm folder layout (what training writes and serving loads; no pickles
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -66,8 +67,8 @@ class RecognizerBase(nn.Module):
       collate_fn()          a picklable callable: a numpy batch of its encoder's rows -> tensors for forward
       param_groups(lr, head_lr)   optimiser parameter groups
       load_weights(folder)  put the trainable weights of a saved folder into this (freshly built) model
-      predict_windows(windows)    {"probabilities", "frame_weights", "joint_weights", "joint_names"}
-      save(folder) / load(folder, device)
+      predict_windows(windows)    {"probabilities", "frame_weights", "joint_weights", "joint_names", "tokens"}
+      save(folder) / load(folder, device, shared=None)   (shared: a dict of bases a caller lets recognizers share)
     and may override count_tokens(batch) (throughput in tokens; 0 = not a token model).
     """
 
@@ -88,6 +89,9 @@ class RecognizerBase(nn.Module):
 
     def count_tokens(self, batch: dict) -> int:
         return 0
+
+    def release(self) -> None:
+        """Free what this recognizer shares with others loaded beside it (serving evicts with it); default none."""
 
     def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
@@ -237,6 +241,8 @@ class Recognizer(RecognizerBase):
         self.head.load_state_dict(load_file(str(folder / "head.safetensors")))
 
     def forward(self, input_ids, attention_mask, labels=None, class_weights=None) -> dict:
+        if getattr(self, "shared_key", None):  # a base shared with other recognizers: use this one's adapter
+            self.llm.set_adapter(self.adapter_name)
         h = last_hidden_state(self.llm, input_ids, attention_mask)
         logits, weights = self.head(h, attention_mask.bool())
         out = {"logits": logits, "weights": weights}
@@ -251,12 +257,13 @@ class Recognizer(RecognizerBase):
         was_training = self.training
         self.eval()
         device = next(self.head.parameters()).device
-        probs, frame_w, joint_w = [], [], []
+        probs, frame_w, joint_w, tokens = [], [], [], 0
         n_joints = len(self.encoder.bridge.joint_names)
         for s in range(0, len(windows), batch_size):
             encs = [self.encoder.encode_window(w) for w in windows[s:s + batch_size]]
             batch = collate({"input_ids": [e["input_ids"] for e in encs]}, self.pad_id)
             out = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            tokens += int(batch["attention_mask"].sum())
             probs.append(torch.softmax(out["logits"].float(), -1).cpu().numpy())
             for e, w, win in zip(encs, out["weights"].float().cpu().numpy(), windows[s:s + batch_size], strict=True):
                 n_frames = np.asarray(win).shape[-3]
@@ -266,7 +273,8 @@ class Recognizer(RecognizerBase):
                 joint_w.append(np.asarray(jw, np.float32))
         self.train(was_training)
         return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))),
-                "frame_weights": frame_w, "joint_weights": joint_w, "joint_names": self.encoder.bridge.joint_names}
+                "frame_weights": frame_w, "joint_weights": joint_w, "joint_names": self.encoder.bridge.joint_names,
+                "tokens": tokens}
 
     # --- folder ------------------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -289,25 +297,69 @@ class Recognizer(RecognizerBase):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> Recognizer:
+    def load(cls, folder: str | Path, device: str = "cpu", shared: dict | None = None) -> Recognizer:
+        """Load a recognizer folder. With `shared` (a dict kept by the caller, e.g. one serving replica), folders
+        whose base model is the same (`base_key`) share one copy of it: each adds its LoRA adapter to the base
+        under its own adapter name, and `release()` takes it off again (the base goes when its last adapter does)."""
         from peft import PeftModel
         from transformers import AutoTokenizer
 
         folder = Path(folder)
         meta = read_config(folder)
         recipe_cfg = get_recipe(meta["recipe"]).config_cls.model_validate(meta["config"])
-        if meta.get("base_weights"):
-            model = load_base(folder / meta["base_weights"], attn_implementation=recipe_cfg.backbone.attn_implementation)
-            tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        key = base_key(folder, meta) if shared is not None else None
+        name = f"adapter-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]}" if key else "default"
+        if key and key in shared:
+            llm, tokenizer, users = shared[key]
+            llm.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+            users.add(name)
         else:
-            model, tokenizer = load_backbone(recipe_cfg.backbone, device=device)
-        llm = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+            if meta.get("base_weights"):
+                model = load_base(folder / meta["base_weights"],
+                                  attn_implementation=recipe_cfg.backbone.attn_implementation)
+                tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+            else:
+                model, tokenizer = load_backbone(recipe_cfg.backbone, device=device)
+            llm = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+            if key:
+                shared[key] = (llm, tokenizer, {name})
         rec = cls(meta["config"], meta["class_names"], meta["layout"], meta["dims"], recipe=meta["recipe"],
                   model=llm, tokenizer=tokenizer, lora=False)
+        rec.adapter_name, rec.shared_key, rec._shared = name, key, shared
         rec.head.load_state_dict(load_file(str(folder / "head.safetensors")))
         return rec.to(device).eval()
 
+    def release(self) -> None:
+        """Take this recognizer's adapter off a shared base (see `load(shared=...)`); a no-op otherwise."""
+        shared, key = getattr(self, "_shared", None), getattr(self, "shared_key", None)
+        if shared is None or key not in shared:
+            return
+        llm, _, users = shared[key]
+        users.discard(self.adapter_name)
+        if users:
+            llm.delete_adapter(self.adapter_name)
+        else:
+            del shared[key]
+        self._shared = None
 
-def load_recognizer(folder: str | Path, device: str = "cpu") -> RecognizerBase:
-    """Load any recipe's recognizer folder: config.json names the recipe, the registry names its class."""
-    return get_recipe(read_config(folder)["recipe"]).recognizer_cls().load(folder, device=device)
+
+def base_key(folder: str | Path, meta: dict) -> str:
+    """What identifies a recognizer's base model: its stored weights' digest, or its reference (hub id / folder /
+    GGUF file, revision, dtype, kernel): recognizers with equal keys can share one loaded base."""
+    folder = Path(folder)
+    if meta.get("base_weights"):
+        digest = hashlib.sha256()
+        for f in sorted((folder / meta["base_weights"]).glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        return "weights:" + digest.hexdigest()
+    bb = meta.get("config", {}).get("backbone", {})
+    return "ref:" + json.dumps({k: bb.get(k) for k in ("name_or_path", "gguf_file", "revision", "dtype",
+                                                        "attn_implementation")}, sort_keys=True)
+
+
+def load_recognizer(folder: str | Path, device: str = "cpu", shared: dict | None = None) -> RecognizerBase:
+    """Load any recipe's recognizer folder: config.json names the recipe, the registry names its class.
+    `shared`: see Recognizer.load (recognizers on one base share it)."""
+    return get_recipe(read_config(folder)["recipe"]).recognizer_cls().load(folder, device=device, shared=shared)

@@ -28,3 +28,44 @@ def ray_local():
     init_ray(num_cpus=4, quiet=True)
     yield ray
     ray.shutdown()
+
+
+SERVE_CFG = {"bridge": {"window": 12, "stride": 6, "precision": 1}, "backbone": {"name_or_path": "tiny"},
+             "max_length": 4096}
+
+
+@pytest.fixture(scope="session")
+def tiny_recognizers(tmp_path_factory, data_root) -> dict[str, Path]:
+    """Three joints-llm recognizer folders for MSR Action3D (kinect20, 3D) on ONE tiny base (same weights),
+    each with its own LoRA adapter and head (random, distinct): what a serving replica shares a base between."""
+    import copy
+
+    import torch
+
+    from actionllm.backbone import load_backbone
+    from actionllm.recipes import get_recipe
+    from actionllm.recognizer import Recognizer
+    from actionllm.skeleton.formats import get_reader
+
+    classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names
+    cfg = get_recipe("joints-llm").config_cls.model_validate(SERVE_CFG)
+    base, tok = load_backbone(cfg.backbone, seed=0)
+    out = {}
+    for k, name in enumerate(("alpha", "beta", "gamma")):
+        rec = Recognizer(SERVE_CFG, classes, "kinect20", 3, model=copy.deepcopy(base), tokenizer=tok, seed=k + 1)
+        g = torch.Generator().manual_seed(100 + k)
+        with torch.no_grad():
+            for n, p in rec.named_parameters():
+                if "lora_B" in n:  # LoRA B starts at 0 (adapter = identity): give each one its own
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        out[name] = rec.save(tmp_path_factory.mktemp("recognizers") / name)
+    return out
+
+
+def msr_request(data_root: Path, index: int = 0) -> tuple[dict, object]:
+    """A real MSR Action3D sequence as a /v1/recognize body, and the sequence."""
+    from actionllm.skeleton.formats import get_reader
+
+    reader = get_reader("msr-action3d")(data_root / "msr_action3d")
+    seq = next(iter(reader.read_file(reader.files()[index])))
+    return {"layout": seq.layout, "fps": float(seq.fps), "frames": seq.joints[0].tolist()}, seq

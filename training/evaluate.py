@@ -17,14 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
+from actionllm.inference import sequence_scores  # noqa: E402,F401  (re-exported: training's aggregation)
 from actionllm.recognizer import load_recognizer  # noqa: E402
 from actionllm.skeleton.shards import read_shards  # noqa: E402
 from actionllm.skeleton.transforms import sliding_windows  # noqa: E402
-
-
-def sequence_scores(window_probs: np.ndarray) -> np.ndarray:
-    """Mean of the windows' log-probabilities (the sequence-level aggregation)."""
-    return np.log(np.clip(window_probs, 1e-12, 1.0)).mean(axis=0)
 
 
 def macro_f1(conf: np.ndarray) -> float:

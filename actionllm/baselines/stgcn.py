@@ -267,7 +267,8 @@ class STGCNRecognizer(RecognizerBase):
                 joint_w.append(jw)
         self.train(was_training)
         return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))),
-                "frame_weights": frame_w, "joint_weights": joint_w, "joint_names": list(get_layout(self.layout).joints)}
+                "frame_weights": frame_w, "joint_weights": joint_w, "joint_names": list(get_layout(self.layout).joints),
+                "tokens": 0}
 
     def _read_back(self, cam: np.ndarray, source_frames: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """CAM [T', V] -> weights over the window's n_frames source frames and over its joints (each sums to 1)."""
@@ -292,7 +293,8 @@ class STGCNRecognizer(RecognizerBase):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu") -> STGCNRecognizer:
+    def load(cls, folder: str | Path, device: str = "cpu", shared: dict | None = None) -> STGCNRecognizer:
+        """`shared` is accepted for the common signature: an ST-GCN has no base model to share."""
         meta = read_config(folder)
         rec = cls(meta["config"], meta["class_names"], meta["layout"], meta["dims"], recipe=meta["recipe"])
         rec.load_weights(folder)

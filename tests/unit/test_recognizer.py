@@ -89,3 +89,26 @@ def test_window_encoder_batch(msr_windows):
     assert len(out["input_ids"]) == 3 and (out["num_tokens"] > 1000).all()
     assert all(len(a) == len(b) for a, b in zip(out["input_ids"], out["frame_index"], strict=True))
     assert out["label"].tolist() == [0, 1, 2] and not out["truncated"].any()
+
+
+def test_recognizers_share_one_base(tiny_recognizers, msr_windows):
+    """Loaded with one `shared` dict, recognizers on the same base hold one copy of it; each answers as when
+    loaded alone, and releasing them takes their adapters off (the base goes with the last one)."""
+    from actionllm.recognizer import load_recognizer
+
+    alone = {n: load_recognizer(p).predict_windows(msr_windows)["probabilities"] for n, p in tiny_recognizers.items()}
+    shared: dict = {}
+    recs = {n: load_recognizer(p, shared=shared) for n, p in tiny_recognizers.items()}
+    assert len(shared) == 1  # one base for three recognizers
+    llm = recs["alpha"].llm
+    assert all(r.llm is llm for r in recs.values()) and len(llm.peft_config) == 3
+    for _ in range(2):  # interleaved calls switch adapters: every answer equals the recognizer alone
+        for n, r in recs.items():
+            np.testing.assert_allclose(r.predict_windows(msr_windows)["probabilities"], alone[n], atol=1e-5)
+    assert not np.allclose(alone["alpha"], alone["beta"], atol=1e-4)  # distinct recognizers, distinct answers
+    recs["alpha"].release()
+    assert len(llm.peft_config) == 2 and len(shared) == 1
+    np.testing.assert_allclose(recs["beta"].predict_windows(msr_windows)["probabilities"], alone["beta"], atol=1e-5)
+    recs["beta"].release()
+    recs["gamma"].release()
+    assert shared == {}

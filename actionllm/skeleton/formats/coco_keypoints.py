@@ -131,6 +131,18 @@ def _read_mmpose(path: Path, frames: list) -> tuple[np.ndarray, np.ndarray]:
     return xy, sc
 
 
+def to_arrays(data, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A parsed COCO-keypoints object or MMPose prediction list (a file's, or a request's) -> xy [T,17,2],
+    scores [T,17]; `path` names the source in errors."""
+    if isinstance(data, dict) and "instance_info" in data:
+        return _read_mmpose(path, data["instance_info"])
+    if isinstance(data, list):
+        return _read_mmpose(path, data)
+    if isinstance(data, dict):
+        return _read_coco(path, data)
+    raise FormatError(path, "expected a COCO keypoints object or a list of MMPose frames")
+
+
 @register_reader
 class COCOKeypointsReader(Reader):
     name = "coco-keypoints"
@@ -168,14 +180,7 @@ class COCOKeypointsReader(Reader):
     def read_file(self, path: Path) -> Iterator[SkeletonSequence | Rejection]:
         path = Path(path)
         data = load_json(path)
-        if isinstance(data, dict) and "instance_info" in data:
-            xy, sc = _read_mmpose(path, data["instance_info"])
-        elif isinstance(data, list):
-            xy, sc = _read_mmpose(path, data)
-        elif isinstance(data, dict):
-            xy, sc = _read_coco(path, data)
-        else:
-            raise FormatError(path, "expected a COCO keypoints object or a list of MMPose frames")
+        xy, sc = to_arrays(data, path)
         value = self._label_of(path, data)
         label, name = (-1, "") if value is None else (value, "") if isinstance(value, int) else \
             (self.class_names.index(value), value)

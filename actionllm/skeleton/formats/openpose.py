@@ -44,7 +44,11 @@ def frame_files(folder: Path) -> list[tuple[int, Path]]:
 
 def read_people(path: Path) -> list[np.ndarray]:
     """The people of one frame file, each float64 [K, 3] (x, y, confidence)."""
-    data = load_json(path)
+    return people_of(load_json(path), path)
+
+
+def people_of(data, path: str | Path) -> list[np.ndarray]:
+    """The people of one parsed frame object (`path` names it in errors)."""
     people = data.get("people") if isinstance(data, dict) else None
     if not isinstance(people, list):
         raise FormatError(path, "expected an object with a 'people' list")
@@ -122,28 +126,44 @@ class OpenPoseReader(Reader):
         if not frames:
             raise FormatError(video, "no *_<frame>_keypoints.json files")
         first = frames[0][0]
-        count = None
-        per_frame: dict[int, list[np.ndarray]] = {}
-        for number, f in frames:
-            people = read_people(f)
-            for p in people:
-                if count is None:
-                    count, source = len(p), f.name
-                elif len(p) != count:
-                    raise FormatError(f, f"{len(p)} keypoints, but {source} has {count} (mixed models)")
-            per_frame[number - first] = sorted(people, key=lambda p: -p[:, 2].mean())[: self.max_bodies]
-        layout = LAYOUT_BY_COUNT[count] if count else self.layout
-        joints = count or {v: k for k, v in LAYOUT_BY_COUNT.items()}.get(layout, 25)
-        data = np.zeros((self.max_bodies, frames[-1][0] - first + 1, joints, 3))
-        for t, people in per_frame.items():
-            for m, p in enumerate(people):
-                data[m, t] = p
-        used = max([len(p) for p in per_frame.values()] + [1])
-        data = data[:used]
+        per_frame = {number - first: (read_people(f), f) for number, f in frames}
+        xy, sc, layout = assemble(per_frame, frames[-1][0] - first + 1, self.max_bodies, self.layout)
         name = self._label_name(video)
         names = self.class_names
         yield SkeletonSequence(
-            sample_id=video.name, layout=layout, joints=data[..., :2], scores=data[..., 2],
+            sample_id=video.name, layout=layout, joints=xy, scores=sc,
             label=names.index(name) if name else -1, label_name=name, dataset=self.name, fps=self.fps,
             meta={"source": str(video), "first_frame": first},
         )
+
+
+def assemble(per_frame: dict[int, tuple[list[np.ndarray], str | Path]], num_frames: int, max_bodies: int,
+             default_layout: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """{frame: (people, where)} -> joints [M,T,K,2], scores [M,T,K], layout. In each frame the `max_bodies`
+    most confident people fill body slots 0, 1, ...; a keypoint count that changes is a FormatError."""
+    count, source = None, None
+    slots: dict[int, list[np.ndarray]] = {}
+    for t, (people, where) in per_frame.items():
+        for p in people:
+            if count is None:
+                count, source = len(p), Path(str(where)).name
+            elif len(p) != count:
+                raise FormatError(where, f"{len(p)} keypoints, but {source} has {count} (mixed models)")
+        slots[t] = sorted(people, key=lambda p: -p[:, 2].mean())[:max_bodies]
+    layout = LAYOUT_BY_COUNT[count] if count else default_layout
+    joints = count or {v: k for k, v in LAYOUT_BY_COUNT.items()}.get(layout, 25)
+    data = np.zeros((max_bodies, num_frames, joints, 3))
+    for t, people in slots.items():
+        for m, p in enumerate(people):
+            data[m, t] = p
+    used = max([len(p) for p in slots.values()] + [1])
+    data = data[:used]
+    return data[..., :2], data[..., 2], layout
+
+
+def frames_to_arrays(frames: list, max_bodies: int = 1, where: str = "frames") -> tuple[np.ndarray, np.ndarray, str]:
+    """A list of parsed OpenPose frame objects (in frame order, e.g. from a request) -> joints, scores, layout."""
+    if not isinstance(frames, list) or not frames:
+        raise FormatError(where, "expected a non-empty list of OpenPose frame objects {'people': [...]}")
+    per_frame = {t: (people_of(f, f"{where}[{t}]"), f"{where}[{t}]") for t, f in enumerate(frames)}
+    return assemble(per_frame, len(frames), max_bodies, "body25")

@@ -1,0 +1,261 @@
+"""The HTTP ingress (FastAPI on Ray Serve): routes, validation, error bodies, auth, the web page.
+
+  POST /v1/recognize    one sequence -> label, probabilities, per-window answers, explanation
+  WS   /v1/stream       frames as they arrive -> one answer per completed window
+  GET  /v1/models       the recognizers served      GET /healthz      GET /metrics (Prometheus, whole service)
+  GET  /                the web page                GET /docs, /openapi.json
+
+The ingress validates and cuts sequences into the model's windows itself (it reads each recognizer's
+config.json, not its weights), then sends the windows to the `RecognizerServer` deployment with the model
+as Serve's multiplexed model id. Bad input never reaches a model: it is a 4xx `{error, field, detail}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import ValidationError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actionllm.inference import aggregate, cut
+from actionllm.recognizer import read_config
+from actionllm.skeleton.layouts import get_layout
+
+from .metrics import EventBuffer
+from .schemas import (
+    ApiError,
+    ErrorBody,
+    ModelInfo,
+    RecognizeRequest,
+    RecognizeResponse,
+    frames_array,
+    request_sequence,
+    validation_error,
+)
+
+log = logging.getLogger("ray.serve")
+STATIC = Path(__file__).parent / "static"
+ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 404, 413, 422)}
+MODEL_HEADER = "serve_multiplexed_model_id"
+
+api = FastAPI(title="ActionLLM", version="1", description="Skeleton action recognition with LLM-based "
+              "recognizers. Errors are JSON bodies {error, field, detail}.")
+_state: dict = {}  # this process's ingress (one per replica process): limits, key, metrics outbox
+
+
+def model_info(name: str, path: str) -> ModelInfo:
+    meta = read_config(path)
+    layout = get_layout(meta["layout"])
+    return ModelInfo(name=name, recipe=meta["recipe"], layout=meta["layout"], dims=meta["dims"],
+                     window=meta.get("window"), stride=meta.get("stride"), classes=meta["class_names"],
+                     joint_names=list(layout.joints), bones=[(int(a), int(b)) for a, b in layout.bone_index])
+
+
+# --- errors, body limit, auth, per-request metrics ------------------------------------------------------------
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, err: ApiError):
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, err: RequestValidationError):
+    e = validation_error(list(err.errors()))
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, err: StarletteHTTPException):
+    return JSONResponse({"error": str(err.detail).lower(), "field": None, "detail": f"{request.method} {request.url.path}"},
+                        status_code=err.status_code)
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next):
+    """Body size limit (before the body is read), API key, and one metrics event per request."""
+    t0 = time.perf_counter()
+    request.state.model = "-"
+    limit = _state.get("max_body_bytes", 8 << 20)
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        response = JSONResponse(ApiError(413, "body too large", "body",
+                                         f"{length} bytes; this service takes at most {limit}").body(), status_code=413)
+    elif not _authorised(request.headers.get("authorization"), request.url.path):
+        response = JSONResponse(ApiError(401, "unauthorized", "Authorization",
+                                         "send `Authorization: Bearer <ACTIONLLM_API_KEY>`").body(), status_code=401)
+    else:
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked upload: measure what arrived
+            if len(body) > limit:
+                return JSONResponse(ApiError(413, "body too large", "body",
+                                             f"{len(body)} bytes; at most {limit}").body(), status_code=413)
+        response = await call_next(request)
+    events: EventBuffer | None = _state.get("events")
+    if events is not None:
+        route = request.scope.get("route")
+        events.add("request", getattr(route, "path", "unmatched"), request.state.model, response.status_code,
+                   time.perf_counter() - t0)
+    return response
+
+
+def _authorised(header: str | None, path: str) -> bool:
+    key = _state.get("api_key")
+    if not key or path in ("/", "/healthz") or path.startswith(("/docs", "/openapi.json", "/static")):
+        return True
+    scheme, _, token = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), key)
+
+
+# --- the ingress deployment ---------------------------------------------------------------------------------
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, models: dict[str, str], server, collector, max_frames: int = 2000,
+                 max_body_bytes: int = 8 << 20, api_key_env: str = "ACTIONLLM_API_KEY"):
+        self.infos = {name: model_info(name, path) for name, path in models.items()}
+        self.default = next(iter(self.infos))
+        self.server, self.collector, self.max_frames = server, collector, max_frames
+        _state.update(max_body_bytes=max_body_bytes, api_key=os.environ.get(api_key_env) or None,
+                      events=EventBuffer(collector))
+        self.page = (STATIC / "index.html").read_text()
+
+    def resolve(self, name: str | None, header: str | None) -> ModelInfo:
+        name = name or header or self.default
+        if name not in self.infos:
+            raise ApiError(404, "unknown model", "model", f"{name!r}; served: {', '.join(self.infos)}")
+        return self.infos[name]
+
+    async def run_windows(self, model: ModelInfo, windows: list) -> dict:
+        handle = self.server.options(multiplexed_model_id=model.name)
+        return await handle.predict.remote(windows)
+
+    @api.post("/v1/recognize", response_model=RecognizeResponse, responses=ERRORS)
+    async def recognize(self, body: RecognizeRequest, request: Request) -> RecognizeResponse:
+        t0 = time.perf_counter()
+        model = self.resolve(body.model, request.headers.get(MODEL_HEADER))
+        request.state.model = model.name
+        seq = request_sequence(body, model, self.max_frames)
+        windows, starts = cut(seq, model.window, model.stride)
+        out = await self.run_windows(model, windows)
+        answer = aggregate(out, starts, seq.num_frames, model.window, model.classes)
+        return RecognizeResponse(model=model.name, **answer, latency_ms=(time.perf_counter() - t0) * 1e3)
+
+    @api.get("/v1/models", response_model=list[ModelInfo])
+    async def models(self) -> list[ModelInfo]:
+        return list(self.infos.values())
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "models": list(self.infos)}
+
+    @api.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def metrics(self) -> Response:
+        await _state["events"].flush()
+        text = await self.collector.render.remote()
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(self.page)
+
+    @api.websocket("/v1/stream")
+    async def stream(self, ws: WebSocket) -> None:
+        """Messages in: first `{model?, layout?, window?, stride?}`, then `{frames: [[V][C], ...]}` (any number of
+        frames per message), optionally `{end: true}`. Out: `{type: "window", start, end, label, probabilities,
+        joint_weights}` each time a window completes; `{type: "error", error, field, detail}` for a bad message
+        (the stream stays open). Auth: the Authorization header, or `?api_key=` for browsers."""
+        key = ws.query_params.get("api_key")
+        header = ws.headers.get("authorization") or (f"Bearer {key}" if key else None)
+        if not _authorised(header, "/v1/stream"):
+            await ws.close(code=1008, reason="unauthorized")
+            return
+        await ws.accept()
+        session: StreamSession | None = None
+        try:
+            while True:
+                text = await ws.receive_text()
+                try:
+                    msg = json.loads(text)
+                    if not isinstance(msg, dict):
+                        raise ApiError(422, "invalid message", "message", "expected a JSON object")
+                    if session is None:
+                        session = StreamSession(self, msg)
+                        await ws.send_json({"type": "ready", "model": session.model.name, "window": session.window,
+                                            "stride": session.stride})
+                        if "frames" not in msg:
+                            continue
+                    if msg.get("end"):
+                        await ws.send_json({"type": "end", "windows": session.sent})
+                        break
+                    for answer in await session.push(msg.get("frames")):
+                        await ws.send_json(answer)
+                except json.JSONDecodeError as err:
+                    await ws.send_json(ApiError(400, "malformed JSON", "message", str(err)).body() | {"type": "error"})
+                except ApiError as err:
+                    await ws.send_json(err.body() | {"type": "error"})
+            await ws.close()
+        except WebSocketDisconnect:
+            pass
+
+
+class StreamSession:
+    """One WebSocket client's buffer: frames are kept only until the windows that need them are done."""
+
+    def __init__(self, ingress: Ingress, start: dict):
+        self.ingress = ingress
+        self.model = ingress.resolve(start.get("model"), None)
+        self.layout = start.get("layout") or self.model.layout
+        if self.layout != self.model.layout:
+            raise ApiError(422, "wrong layout", "layout", f"model {self.model.name!r} streams layout "
+                           f"{self.model.layout!r}; convert client-side or use POST /v1/recognize")
+        self.window = _positive(start, "window", self.model.window)
+        if self.window is None:
+            raise ApiError(422, "invalid request", "window", f"model {self.model.name!r} classifies whole sequences; "
+                           "give a window (frames) for streaming")
+        self.stride = _positive(start, "stride", self.model.stride or self.window)
+        self.offset, self.next_start, self.sent = 0, 0, 0
+        self.buffer: list = []
+
+    async def push(self, frames) -> list[dict]:
+        if not isinstance(frames, list):
+            raise ApiError(422, "invalid request", "frames", "expected a list of frames [[V][C], ...]")
+        try:
+            arr = frames_array(RecognizeRequest(frames=frames).frames, self.layout, 10**6) if frames else []
+        except ValidationError as err:
+            raise validation_error(list(err.errors())) from None
+        if len(arr) and arr.shape[-1] != self.model.dims:
+            raise ApiError(422, "wrong coordinate count", "frames[0][0]",
+                           f"{arr.shape[-1]}D joints; model {self.model.name!r} reads {self.model.dims}D")
+        self.buffer.extend(arr)
+        answers = []
+        while self.next_start + self.window <= self.offset + len(self.buffer):
+            s = self.next_start - self.offset
+            win = np.stack(self.buffer[s:s + self.window])[None]  # [1, N, V, C]
+            out = await self.ingress.run_windows(self.model, [win])
+            a = aggregate(out, [0], self.window, self.window, self.model.classes)
+            answers.append({"type": "window", "model": self.model.name, "start": self.next_start,
+                            "end": self.next_start + self.window, "label": a["label"],
+                            "probabilities": a["probabilities"],
+                            "joint_weights": a["explanation"]["joint_weights"]})
+            self.sent += 1
+            self.next_start += self.stride
+            drop = min(self.next_start - self.offset, len(self.buffer))  # frames no later window needs
+            del self.buffer[:drop]
+            self.offset += drop
+        return answers
+
+
+def _positive(msg: dict, key: str, default):
+    value = msg.get(key, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000):
+        raise ApiError(422, "invalid request", key, f"{value!r}: expected an integer from 1 to 10000")
+    return value

@@ -1,0 +1,145 @@
+"""The Serve deployments behind the ingress: recognizer replicas and the metrics collector.
+
+A `RecognizerServer` replica holds up to K recognizers (`@serve.multiplexed`, LRU-evicted): recognizers on
+the same base model share one copy of it (each adds its LoRA adapter and head; see Recognizer.load(shared=)),
+so K adapters cost K adapters, not K bases. Requests for a model reach a replica that has it when one does
+(Serve's multiplexed routing); within a replica, `@serve.batch` gathers the windows of concurrent requests
+into one forward pass per model. Recognizers listed in `preload` are loaded in __init__, so a replica is
+reported ready (and receives traffic) only once they are in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import numpy as np
+from ray import serve
+
+from actionllm.recognizer import load_recognizer
+
+from .metrics import EventBuffer, ServiceMetrics
+
+log = logging.getLogger("ray.serve")
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+class MetricsCollector:
+    """The one prometheus-client registry of the application (see services/metrics.py)."""
+
+    def __init__(self) -> None:
+        self.metrics = ServiceMetrics()
+
+    def record(self, events: list[list]) -> int:
+        self.metrics.apply(events)
+        return len(events)
+
+    def render(self) -> bytes:
+        return self.metrics.render()
+
+
+class Loaded:
+    """One recognizer in a replica's cache; Serve calls __del__ when it evicts it (LRU)."""
+
+    def __init__(self, model_id: str, rec, on_evict):
+        self.model_id, self.rec, self._on_evict = model_id, rec, on_evict
+
+    def __del__(self) -> None:
+        on_evict, self._on_evict = getattr(self, "_on_evict", None), None
+        if on_evict is not None:
+            on_evict(self)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def recognizer_server(max_models: int):
+    """The recognizer deployment class with K = `max_models` recognizers per replica (a decorator argument)."""
+
+    @serve.deployment(name="RecognizerServer")
+    class RecognizerServer:
+        def __init__(self, models: dict[str, str], collector, preload: list[str], device: str = "auto",
+                     max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01, window_batch: int = 16):
+            self.models, self.device, self.window_batch = dict(models), resolve_device(device), window_batch
+            self.shared: dict = {}  # base key -> (PeftModel, tokenizer, adapter names): bases shared by recognizers
+            self.loaded: set[str] = set()
+            self.lock = threading.Lock()  # one forward at a time: adapters on a shared base are switched per call
+            self.events = EventBuffer(collector)
+            self._preloaded = {m: self._load(m) for m in preload[:max_models]}
+            self.predict_batch.set_max_batch_size(max_batch_size)
+            self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+        def _load(self, model_id: str) -> Loaded:
+            t0 = time.time()
+            rec = load_recognizer(self.models[model_id], device=self.device, shared=self.shared)
+            self.loaded.add(model_id)
+            log.info("loaded recognizer %r from %s in %.1f s (%d base(s) in this replica)", model_id,
+                     self.models[model_id], time.time() - t0, len(self.shared))
+            return Loaded(model_id, rec, self._evicted)
+
+        def _evicted(self, loaded: Loaded) -> None:
+            with self.lock:
+                loaded.rec.release()
+            self.loaded.discard(loaded.model_id)
+            self.events.add("evict", loaded.model_id)
+
+        @serve.multiplexed(max_num_models_per_replica=max_models)
+        async def get_model(self, model_id: str) -> Loaded:
+            if model_id not in self.models:
+                raise KeyError(f"unknown model {model_id!r}")
+            self.events.add("cache", model_id, "load")
+            if model_id in self._preloaded:  # loaded at start (counted as a load then)
+                return self._preloaded.pop(model_id)
+            return await asyncio.get_running_loop().run_in_executor(None, self._load, model_id)
+
+        async def predict(self, windows: list[np.ndarray]) -> dict:
+            """The windows of one request -> predict_windows' output for them (model from the multiplexed id)."""
+            model_id = serve.get_multiplexed_model_id()
+            if model_id in self.loaded and model_id not in self._preloaded:
+                self.events.add("cache", model_id, "hit")
+            loaded = await self.get_model(model_id)
+            return await self.predict_batch(loaded, windows)
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+        async def predict_batch(self, loadeds: list[Loaded], windows: list[list[np.ndarray]]) -> list[dict]:
+            self.events.add("batch", len(windows), sum(len(w) for w in windows))
+            results, counts = await asyncio.get_running_loop().run_in_executor(None, self._run, loadeds, windows)
+            for model_id, n_windows, n_tokens in counts:
+                self.events.add("windows", model_id, n_windows, n_tokens)
+            return results
+
+        def _run(self, loadeds: list[Loaded], windows: list[list[np.ndarray]]) -> tuple[list[dict], list[tuple]]:
+            """One forward pass per model over the windows of all its requests in the batch, split back."""
+            results: list[dict | None] = [None] * len(windows)
+            counts = []
+            groups: dict[str, list[int]] = {}
+            for i, loaded in enumerate(loadeds):
+                groups.setdefault(loaded.model_id, []).append(i)
+            for model_id, idx in groups.items():
+                rec = loadeds[idx[0]].rec
+                flat = [w for i in idx for w in windows[i]]
+                with self.lock:
+                    out = rec.predict_windows(flat, batch_size=self.window_batch)
+                counts.append((model_id, len(flat), int(out.get("tokens", 0))))
+                s = 0
+                for i in idx:
+                    n = len(windows[i])
+                    results[i] = {"probabilities": out["probabilities"][s:s + n],
+                                  "frame_weights": out["frame_weights"][s:s + n],
+                                  "joint_weights": out["joint_weights"][s:s + n],
+                                  "joint_names": out["joint_names"]}
+                    s += n
+            return results, counts
+
+        def check_health(self) -> None:
+            if not self.models:
+                raise RuntimeError("no recognizers configured")
+
+    return RecognizerServer

@@ -1,0 +1,111 @@
+"""What `actionllm serve` does: turn flags / YAML into a ServeConfig, start Serve on a local Ray (or a cluster),
+print the URL, and wait (or send one request with --once and stop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from .app import ServeConfig, build_app, model_refs
+
+
+def serve_config(checkpoints: list[str], config: Path | None = None, **overrides) -> ServeConfig:
+    """`--checkpoint`s and/or `--config` (a serve config, a Serve deploy file, or a training config whose
+    recognizer was trained) plus flag overrides -> a validated ServeConfig."""
+    doc: dict = {}
+    if config is not None:
+        raw = yaml.safe_load(Path(config).read_text())
+        if not isinstance(raw, dict):
+            raise ValueError(f"{config}: expected a YAML mapping")
+        if "applications" in raw:  # a Serve deploy file: the first application's args
+            doc = dict(raw["applications"][0].get("args") or {})
+        elif "models" in raw:
+            doc = dict(raw)
+        elif "recipe_config" in raw or "recipe" in raw:  # a training config (e.g. tune's best.yaml)
+            rec = Path(raw.get("output") or "") / "recognizer"
+            if not (rec / "config.json").is_file():
+                raise FileNotFoundError(f"{config} is a training config; its recognizer {rec} does not exist yet: "
+                                        f"train it first (actionllm train --config {config})")
+            doc = {"models": model_refs([str(rec)])}
+        else:
+            raise ValueError(f"{config}: neither a serve config (models:), a Serve deploy file (applications:) "
+                             "nor a training config (recipe_config:)")
+    if checkpoints:
+        doc["models"] = model_refs(checkpoints)
+    if not doc.get("models"):
+        raise ValueError("nothing to serve: give --checkpoint DIR (or --config)")
+    auto = dict(doc.get("autoscaling") or {})
+    for key in ("min_replicas", "max_replicas"):
+        if overrides.get(key) is not None:
+            auto[key] = overrides[key]
+    if auto:
+        doc["autoscaling"] = auto
+    if overrides.get("max_models") is not None:
+        doc["max_models_per_replica"] = overrides["max_models"]
+    if overrides.get("num_cpus") is not None:
+        doc["num_cpus"] = overrides["num_cpus"]
+    return ServeConfig.model_validate(doc)
+
+
+def first_request(path: Path) -> dict:
+    """--once: a JSON request body as is, or a shard folder's first test sequence as raw frames."""
+    path = Path(path)
+    if path.is_file():
+        return json.loads(path.read_text())
+    from actionllm.skeleton.shards import read_shards
+
+    for seq, _ in read_shards(str(path), split="test"):
+        return {"layout": seq.layout, "fps": float(seq.fps), "frames": seq.joints[0].tolist(),
+                "_true_label": seq.label_name}
+    raise ValueError(f"{path}: no test sequence to send")
+
+
+def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
+          once: Path | None = None, say=print, show=print) -> None:
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=False,
+                 **({} if address else {"num_cpus": max(os.cpu_count() or 1, 4)}))
+    serve.start(http_options={"host": host, "port": port})
+    t0 = time.time()
+    serve.run(build_app(cfg), name="actionllm", route_prefix="/", blocking=False)
+    url = f"http://{host}:{port}"
+    say(f"serving {', '.join(m.name for m in cfg.models)} at {url}  (ready in {time.time() - t0:.1f} s; "
+        f"POST {url}/v1/recognize, web page {url}/, docs {url}/docs, metrics {url}/metrics)")
+    if once is not None:
+        try:
+            body = first_request(once)
+            truth = body.pop("_true_label", None)
+            import httpx
+
+            headers = {}
+            key = os.environ.get(cfg.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            r = httpx.post(f"{url}/v1/recognize", json=body, headers=headers, timeout=300)
+            answer = r.json()
+            if r.status_code != 200:
+                raise RuntimeError(f"the service answered {r.status_code}: {answer}")
+            show({"status": r.status_code, "model": answer["model"], "label": answer["label"], "true_label": truth,
+                  "top_probability": max(answer["probabilities"].values()), "windows": len(answer["windows"]),
+                  "latency_ms": round(answer["latency_ms"], 1)})
+        finally:
+            serve.shutdown()
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    say("shutting down")
+    serve.shutdown()
