@@ -10,8 +10,8 @@ config.json, not its weights), then sends the windows to the `RecognizerServer` 
 as Serve's multiplexed model id. Bad input never reaches a model: it is a 4xx `{error, field, detail}`.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI resolves the routes' annotations at runtime through Serve
+import hashlib
 import hmac
 import json
 import logging
@@ -50,7 +50,13 @@ MODEL_HEADER = "serve_multiplexed_model_id"
 
 api = FastAPI(title="ActionLLM", version="1", description="Skeleton action recognition with LLM-based "
               "recognizers. Errors are JSON bodies {error, field, detail}.")
-_state: dict = {}  # this process's ingress (one per replica process): limits, key, metrics outbox
+_state: dict = {}  # this process's ingress (one per replica process): limits, key digest, metrics outbox
+
+
+def configure(**settings) -> None:
+    """Set this process's ingress settings. A module function on purpose: Serve ships the Ingress class to its
+    replica by value (with a copy of its globals), while the middleware below runs from this module."""
+    _state.update(settings)
 
 
 def model_info(name: str, path: str) -> ModelInfo:
@@ -99,20 +105,28 @@ async def _guard(request: Request, call_next):
                 return JSONResponse(ApiError(413, "body too large", "body",
                                              f"{len(body)} bytes; at most {limit}").body(), status_code=413)
         response = await call_next(request)
-    events: EventBuffer | None = _state.get("events")
-    if events is not None:
+    outbox = events()
+    if outbox is not None:
         route = request.scope.get("route")
-        events.add("request", getattr(route, "path", "unmatched"), request.state.model, response.status_code,
+        outbox.add("request", getattr(route, "path", "unmatched"), request.state.model, response.status_code,
                    time.perf_counter() - t0)
     return response
 
 
+def events() -> EventBuffer | None:
+    return _state.get("events")
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _authorised(header: str | None, path: str) -> bool:
-    key = _state.get("api_key")
-    if not key or path in ("/", "/healthz") or path.startswith(("/docs", "/openapi.json", "/static")):
+    digest = _state.get("api_key_sha256")
+    if not digest or path in ("/", "/healthz") or path.startswith(("/docs", "/openapi.json", "/static")):
         return True
     scheme, _, token = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), key)
+    return scheme.lower() == "bearer" and hmac.compare_digest(key_digest(token.strip()), digest)
 
 
 # --- the ingress deployment ---------------------------------------------------------------------------------
@@ -120,12 +134,16 @@ def _authorised(header: str | None, path: str) -> bool:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, models: dict[str, str], server, collector, max_frames: int = 2000,
-                 max_body_bytes: int = 8 << 20, api_key_env: str = "ACTIONLLM_API_KEY"):
+                 max_body_bytes: int = 8 << 20, api_key_env: str = "ACTIONLLM_API_KEY",
+                 api_key_sha256: str | None = None):
+        """The API key: its SHA-256 as handed over by build_app (the key itself never enters the deployment's
+        config), else the replica's own `api_key_env` variable; neither: no key needed."""
         self.infos = {name: model_info(name, path) for name, path in models.items()}
         self.default = next(iter(self.infos))
         self.server, self.collector, self.max_frames = server, collector, max_frames
-        _state.update(max_body_bytes=max_body_bytes, api_key=os.environ.get(api_key_env) or None,
-                      events=EventBuffer(collector))
+        own = os.environ.get(api_key_env)
+        configure(max_body_bytes=max_body_bytes, events=EventBuffer(collector),
+                  api_key_sha256=api_key_sha256 or (key_digest(own) if own else None))
         self.page = (STATIC / "index.html").read_text()
 
     def resolve(self, name: str | None, header: str | None) -> ModelInfo:
@@ -159,7 +177,7 @@ class Ingress:
 
     @api.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     async def metrics(self) -> Response:
-        await _state["events"].flush()
+        await events().flush()
         text = await self.collector.render.remote()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

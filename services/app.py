@@ -7,13 +7,14 @@ deploy/serve.yaml` (its `args:` are a `ServeConfig`) and `actionllm serve`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actionllm.recognizer import read_config
 
-from .api import Ingress
+from .api import Ingress, key_digest
 from .deployments import MetricsCollector, recognizer_server
 
 
@@ -96,6 +97,7 @@ def build_app(args: dict):
         max_ongoing_requests=max(cfg.max_batch_size * 2, 8),
     ).bind(models, collector, preload=[cfg.models[0].name], device=cfg.device, max_batch_size=cfg.max_batch_size,
            batch_wait_timeout_s=cfg.batch_wait_timeout_s, window_batch=cfg.window_batch)
+    key = os.environ.get(cfg.api_key_env)  # only its digest travels to the ingress replicas
     return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(
         models, server, collector, max_frames=cfg.max_frames, max_body_bytes=cfg.max_body_bytes,
-        api_key_env=cfg.api_key_env)
+        api_key_env=cfg.api_key_env, api_key_sha256=key_digest(key) if key else None)

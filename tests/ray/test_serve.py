@@ -1,0 +1,293 @@
+"""The Serve application on a real local Ray, over real HTTP on 127.0.0.1: answers, refusals, batching,
+multiplexing with eviction, the WebSocket stream, autoscaling 1 -> 2 -> 1, an API key, and schemathesis."""
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import msr_request  # noqa: E402
+
+pytestmark = pytest.mark.ray
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """Sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(?:\{{(.*)\}})? ([0-9.e+-]+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+@pytest.fixture(scope="module")
+def service(ray_local, tiny_recognizers, monkeypatch_module):
+    from ray import serve
+
+    from services.app import ServeConfig, build_app
+
+    monkeypatch_module.setenv("ACTIONLLM_API_KEY", KEY)  # read by build_app (its digest goes to the ingress)
+    port = free_port()
+    cfg = ServeConfig.model_validate({
+        "models": [{"name": n, "path": str(p)} for n, p in tiny_recognizers.items()],
+        "max_models_per_replica": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "num_cpus": 0.5,
+        "max_frames": 500, "max_body_bytes": 1 << 20,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
+                        "downscale_delay_s": 4, "look_back_period_s": 2, "metrics_interval_s": 0.5}})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(cfg), name="actionllm", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    yield url, cfg
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def body(data_root):
+    return msr_request(data_root, 0)
+
+
+def post(url, payload, **kw):
+    headers = {**AUTH, **kw.pop("headers", {})}
+    return httpx.post(f"{url}/v1/recognize", json=payload, headers=headers, timeout=120, **kw)
+
+
+def test_valid_request_every_field_and_same_answer_as_in_process(service, body, tiny_recognizers):
+    from actionllm.inference import recognize
+    from actionllm.recognizer import load_recognizer
+
+    url, _ = service
+    payload, seq = body
+    r = post(url, {**payload, "model": "alpha"})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert set(a) == {"model", "label", "probabilities", "windows", "explanation", "latency_ms"}
+    assert a["model"] == "alpha" and a["latency_ms"] > 0
+    assert sum(a["probabilities"].values()) == pytest.approx(1.0, abs=1e-5) and len(a["probabilities"]) == 20
+    t = seq.num_frames
+    assert [w["start"] for w in a["windows"]] == list(range(0, t - 12 + 1, 6))  # N=12, stride 6, as evaluation
+    assert all(w["end"] - w["start"] == 12 and set(w) == {"start", "end", "label", "probabilities"} for w in a["windows"])
+    ex = a["explanation"]
+    assert len(ex["frame_weights"]) == t and sum(ex["frame_weights"]) == pytest.approx(1.0, abs=1e-4)
+    assert len(ex["joint_weights"]) == len(ex["joint_names"]) > 0
+    local = recognize(load_recognizer(tiny_recognizers["alpha"]), seq)  # the evaluation path, no Serve
+    assert a["label"] == local["label"]
+    np.testing.assert_allclose([a["probabilities"][c] for c in local["probabilities"]],
+                               list(local["probabilities"].values()), atol=1e-4)
+    # the model can also be chosen by Serve's multiplexing header; default = the first model
+    h = post(url, payload, headers={"serve_multiplexed_model_id": "beta"})
+    assert h.status_code == 200 and h.json()["model"] == "beta"
+    assert post(url, payload).json()["model"] == "alpha"
+
+
+def test_models_healthz_docs(service):
+    url, _ = service
+    models = httpx.get(f"{url}/v1/models", headers=AUTH).json()
+    assert [m["name"] for m in models] == ["alpha", "beta", "gamma"]
+    assert models[0]["window"] == 12 and models[0]["stride"] == 6 and models[0]["layout"] == "kinect20"
+    assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{url}/docs").status_code == 200
+    assert "/v1/recognize" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def bad_requests(payload):
+    frames = payload["frames"]
+    nan_frames = json.loads(json.dumps(frames))
+    nan_frames[3][7][1] = float("nan")
+    return [
+        # (name, how to send it, expected status, expected field)
+        ("wrong joint count", {"json": {**payload, "frames": [f[:19] for f in frames]}}, 422, "frames[0]"),
+        ("NaN", {"content": json.dumps({**payload, "frames": nan_frames}), "headers": {"content-type": "application/json"}},
+         422, "frames[3][7][1]"),
+        ("empty", {"json": {**payload, "frames": []}}, 422, "frames"),
+        ("too many frames", {"json": {**payload, "frames": frames[:1] * 501}}, 422, "frames"),
+        ("wrong type", {"json": {**payload, "frames": "abc"}}, 422, "frames"),
+        ("wrong coordinate", {"json": {**payload, "frames": [[[1.0, "x", 2.0]] * 20]}}, 422, "frames[0][0][1]"),
+        ("ragged coordinates", {"json": {**payload, "frames": [[[1.0, 2.0, 3.0]] * 19 + [[1.0, 2.0]]]}}, 422,
+         "frames[0][19]"),
+        ("2D for a 3D model", {"json": {**payload, "frames": [[[1.0, 2.0]] * 20] * 4}}, 422, "frames[0][0]"),
+        ("unknown model", {"json": {**payload, "model": "nope"}}, 404, "model"),
+        ("unknown layout", {"json": {**payload, "layout": "nope"}}, 422, "layout"),
+        ("other layout", {"json": {"layout": "coco17", "frames": [[[1.0, 2.0]] * 17] * 4}}, 422, "layout"),
+        ("unknown field", {"json": {**payload, "extra": 1}}, 422, "extra"),
+        ("oversized body", {"content": b"[" + b" " * (2 << 20) + b"]", "headers": {"content-type": "application/json"}},
+         413, "body"),
+        ("malformed JSON", {"content": b'{"frames": [[[1, 2', "headers": {"content-type": "application/json"}}, 400, "body"),
+        ("bad coco document", {"json": {"format": "coco-keypoints", "data": {"images": 3}}}, 422, "data"),
+        ("no key", {"json": payload, "headers": {"Authorization": "Bearer wrong"}}, 401, "Authorization"),
+    ]
+
+
+def test_bad_requests_are_4xx_naming_the_field_and_service_stays_up(service, body):
+    url, _ = service
+    payload, _ = body
+    for name, kw, status, field in bad_requests(payload):
+        headers = {**AUTH, **kw.pop("headers", {})}
+        r = httpx.post(f"{url}/v1/recognize", headers=headers, timeout=60, **kw)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        err = r.json()
+        assert set(err) == {"error", "field", "detail"} and err["field"] == field, (name, err)
+        assert err["detail"], name
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert post(url, payload).status_code == 200  # still serving
+
+
+def test_named_formats(service, data_root):
+    """A COCO-keypoints / OpenPose document is accepted; its layout (coco17 / openpose) is not this 3D model's."""
+    url, _ = service
+    coco = {"images": [{"id": i, "frame_id": i} for i in range(3)],
+            "annotations": [{"image_id": i, "keypoints": [10.0, 20.0, 2] * 17} for i in range(3)]}
+    r = post(url, {"format": "coco-keypoints", "data": coco})
+    assert r.status_code == 422 and r.json()["field"] == "format" and "coco17" in r.json()["detail"]
+    op = [{"people": [{"pose_keypoints_2d": [1.0, 2.0, 0.9] * 25}]}] * 3
+    r = post(url, {"format": "openpose", "data": op})
+    assert r.status_code == 422 and "body25" in r.json()["detail"]
+
+
+def test_concurrent_requests_are_batched(service, body):
+    url, _ = service
+    payload, _ = body
+    before = httpx.get(f"{url}/metrics", headers=AUTH).text
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: post(url, {**payload, "model": "alpha"}).status_code, range(32)))
+    assert codes == [200] * 32
+    time.sleep(0.5)
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    batches = metric(text, "actionllm_batch_size_requests_count") - metric(before, "actionllm_batch_size_requests_count")
+    ones = (metric(text, "actionllm_batch_size_requests_bucket", le="1.0")
+            - metric(before, "actionllm_batch_size_requests_bucket", le="1.0"))
+    assert batches > ones  # at least one batch held more than one request
+    assert metric(text, "actionllm_batch_size_requests_sum") - metric(before, "actionllm_batch_size_requests_sum") >= 32
+    assert metric(text, "actionllm_requests_total", route="/v1/recognize", model="alpha", status="200") >= 32
+    assert metric(text, "actionllm_request_latency_seconds_count", model="alpha") >= 32
+    assert metric(text, "actionllm_windows_total", model="alpha") > 0
+    assert metric(text, "actionllm_tokens_total", model="alpha") > 0
+    assert metric(text, "actionllm_requests_total", status="422") >= 1  # the refusals of the previous test
+
+
+def test_two_recognizers_on_one_base_and_lru_eviction(service, body):
+    url, cfg = service
+    payload, _ = body
+    a = post(url, {**payload, "model": "alpha"}).json()
+    b = post(url, {**payload, "model": "beta"}).json()
+    assert a["model"] == "alpha" and b["model"] == "beta"
+    assert a["probabilities"] != b["probabilities"]  # distinct adapters/heads answered
+    before = httpx.get(f"{url}/metrics", headers=AUTH).text
+    for name in ("gamma", "alpha", "beta", "gamma"):  # K=2: each of these needs a load and evicts one
+        assert post(url, {**payload, "model": name}).status_code == 200
+    time.sleep(0.5)
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    evicted = metric(text, "actionllm_model_evictions_total") - metric(before, "actionllm_model_evictions_total")
+    loads = metric(text, "actionllm_model_cache_total", result="load") - metric(before, "actionllm_model_cache_total",
+                                                                              result="load")
+    assert loads >= 1 and evicted >= 1
+    assert post(url, {**payload, "model": "alpha"}).json()["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+
+
+def test_websocket_yields_a_prediction_per_completed_window(service, body):
+    from websockets.sync.client import connect
+
+    url, _ = service
+    payload, seq = body
+    frames = payload["frames"]
+    got = []
+    with connect(url.replace("http", "ws") + "/v1/stream", additional_headers=AUTH) as ws:
+        ws.send(json.dumps({"model": "beta"}))
+        ready = json.loads(ws.recv(timeout=60))
+        assert ready["type"] == "ready" and ready["window"] == 12 and ready["stride"] == 6
+        for s in range(0, 30, 5):  # 30 frames in messages of 5: windows end at 12, 18, 24, 30
+            ws.send(json.dumps({"frames": frames[s:s + 5]}))
+        ws.send(json.dumps({"frames": [[[1.0, 2.0]] * 20]}))  # a bad message: an error, the stream stays open
+        ws.send(json.dumps({"end": True}))
+        while True:
+            msg = json.loads(ws.recv(timeout=60))
+            if msg["type"] == "end":
+                break
+            got.append(msg)
+    windows = [m for m in got if m["type"] == "window"]
+    errors = [m for m in got if m["type"] == "error"]
+    assert [(w["start"], w["end"]) for w in windows] == [(0, 12), (6, 18), (12, 24), (18, 30)]
+    assert len(errors) == 1 and errors[0]["field"] == "frames[0][0]"
+    full = post(url, {**payload, "frames": frames[:30], "model": "beta"}).json()["windows"]
+    for w, f in zip(windows, full, strict=True):  # the same windows as the whole-sequence request
+        assert w["label"] == f["label"]
+        assert w["probabilities"] == pytest.approx(f["probabilities"], abs=1e-4)
+
+
+def test_autoscaling_up_under_load_and_back(service, body):
+    from ray import serve
+
+    url, _ = service
+    payload, _ = body
+
+    def replicas() -> int:
+        dep = serve.status().applications["actionllm"].deployments["RecognizerServer"]
+        return dep.replica_states.get("RUNNING", 0)
+
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            post(url, {**payload, "model": "alpha"})
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        deadline, peak = time.time() + 90, 1
+        while time.time() < deadline and peak < 2:
+            time.sleep(1)
+            peak = max(peak, replicas())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert peak == 2, "the deployment did not scale to 2 replicas under load"
+    deadline = time.time() + 90
+    while time.time() < deadline and replicas() != 1:
+        time.sleep(1)
+    assert replicas() == 1, "the deployment did not scale back to 1 replica"
+    assert post(url, payload).status_code == 200
+
+
+def test_schemathesis_finds_no_server_error(service, tmp_path):
+    url, _ = service
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/openapi.json", "--checks",
+         "not_a_server_error", "--max-examples", "40", "--header", f"Authorization: Bearer {KEY}",
+         "--seed", "1", "--report", "junit", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "not_a_server_error" in proc.stdout
