@@ -129,6 +129,61 @@ def _authorised(header: str | None, path: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(key_digest(token.strip()), digest)
 
 
+# --- the WebSocket stream's state (defined before Ingress: Serve captures the class with what it uses) ---
+class StreamSession:
+    """One WebSocket client's buffer: frames are kept only until the windows that need them are done."""
+
+    def __init__(self, ingress, start: dict):
+        self.ingress = ingress
+        self.model = ingress.resolve(start.get("model"), None)
+        self.layout = start.get("layout") or self.model.layout
+        if self.layout != self.model.layout:
+            raise ApiError(422, "wrong layout", "layout", f"model {self.model.name!r} streams layout "
+                           f"{self.model.layout!r}; convert client-side or use POST /v1/recognize")
+        self.window = _positive(start, "window", self.model.window)
+        if self.window is None:
+            raise ApiError(422, "invalid request", "window", f"model {self.model.name!r} classifies whole sequences; "
+                           "give a window (frames) for streaming")
+        self.stride = _positive(start, "stride", self.model.stride or self.window)
+        self.offset, self.next_start, self.sent = 0, 0, 0
+        self.buffer: list = []
+
+    async def push(self, frames) -> list[dict]:
+        if not isinstance(frames, list):
+            raise ApiError(422, "invalid request", "frames", "expected a list of frames [[V][C], ...]")
+        try:
+            arr = frames_array(RecognizeRequest(frames=frames).frames, self.layout, 10**6) if frames else []
+        except ValidationError as err:
+            raise validation_error(list(err.errors())) from None
+        if len(arr) and arr.shape[-1] != self.model.dims:
+            raise ApiError(422, "wrong coordinate count", "frames[0][0]",
+                           f"{arr.shape[-1]}D joints; model {self.model.name!r} reads {self.model.dims}D")
+        self.buffer.extend(arr)
+        answers = []
+        while self.next_start + self.window <= self.offset + len(self.buffer):
+            s = self.next_start - self.offset
+            win = np.stack(self.buffer[s:s + self.window])[None]  # [1, N, V, C]
+            out = await self.ingress.run_windows(self.model, [win])
+            a = aggregate(out, [0], self.window, self.window, self.model.classes)
+            answers.append({"type": "window", "model": self.model.name, "start": self.next_start,
+                            "end": self.next_start + self.window, "label": a["label"],
+                            "probabilities": a["probabilities"],
+                            "joint_weights": a["explanation"]["joint_weights"]})
+            self.sent += 1
+            self.next_start += self.stride
+            drop = min(self.next_start - self.offset, len(self.buffer))  # frames no later window needs
+            del self.buffer[:drop]
+            self.offset += drop
+        return answers
+
+
+def _positive(msg: dict, key: str, default):
+    value = msg.get(key, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000):
+        raise ApiError(422, "invalid request", key, f"{value!r}: expected an integer from 1 to 10000")
+    return value
+
+
 # --- the ingress deployment ---------------------------------------------------------------------------------
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
@@ -223,57 +278,3 @@ class Ingress:
             await ws.close()
         except WebSocketDisconnect:
             pass
-
-
-class StreamSession:
-    """One WebSocket client's buffer: frames are kept only until the windows that need them are done."""
-
-    def __init__(self, ingress: Ingress, start: dict):
-        self.ingress = ingress
-        self.model = ingress.resolve(start.get("model"), None)
-        self.layout = start.get("layout") or self.model.layout
-        if self.layout != self.model.layout:
-            raise ApiError(422, "wrong layout", "layout", f"model {self.model.name!r} streams layout "
-                           f"{self.model.layout!r}; convert client-side or use POST /v1/recognize")
-        self.window = _positive(start, "window", self.model.window)
-        if self.window is None:
-            raise ApiError(422, "invalid request", "window", f"model {self.model.name!r} classifies whole sequences; "
-                           "give a window (frames) for streaming")
-        self.stride = _positive(start, "stride", self.model.stride or self.window)
-        self.offset, self.next_start, self.sent = 0, 0, 0
-        self.buffer: list = []
-
-    async def push(self, frames) -> list[dict]:
-        if not isinstance(frames, list):
-            raise ApiError(422, "invalid request", "frames", "expected a list of frames [[V][C], ...]")
-        try:
-            arr = frames_array(RecognizeRequest(frames=frames).frames, self.layout, 10**6) if frames else []
-        except ValidationError as err:
-            raise validation_error(list(err.errors())) from None
-        if len(arr) and arr.shape[-1] != self.model.dims:
-            raise ApiError(422, "wrong coordinate count", "frames[0][0]",
-                           f"{arr.shape[-1]}D joints; model {self.model.name!r} reads {self.model.dims}D")
-        self.buffer.extend(arr)
-        answers = []
-        while self.next_start + self.window <= self.offset + len(self.buffer):
-            s = self.next_start - self.offset
-            win = np.stack(self.buffer[s:s + self.window])[None]  # [1, N, V, C]
-            out = await self.ingress.run_windows(self.model, [win])
-            a = aggregate(out, [0], self.window, self.window, self.model.classes)
-            answers.append({"type": "window", "model": self.model.name, "start": self.next_start,
-                            "end": self.next_start + self.window, "label": a["label"],
-                            "probabilities": a["probabilities"],
-                            "joint_weights": a["explanation"]["joint_weights"]})
-            self.sent += 1
-            self.next_start += self.stride
-            drop = min(self.next_start - self.offset, len(self.buffer))  # frames no later window needs
-            del self.buffer[:drop]
-            self.offset += drop
-        return answers
-
-
-def _positive(msg: dict, key: str, default):
-    value = msg.get(key, default)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000):
-        raise ApiError(422, "invalid request", key, f"{value!r}: expected an integer from 1 to 10000")
-    return value
