@@ -8,8 +8,10 @@ DEV_STAMP := $(VENV)/.installed-dev
 # torch first and pinned: an unpinned torch would pull several GB of CUDA wheels.
 TORCH  := torch==2.13.0
 DEMO   ?= data/demo
+DEMO_PORT ?= 8765
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev demo test test-fast lint bench clean
+.PHONY: install install-dev browser demo test test-fast lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +38,15 @@ demo: $(STAMP)
 	$(VENV)/bin/actionllm train --config training/configs/demo.yaml --data $(DEMO)/shards --output $(DEMO)/run
 	$(VENV)/bin/actionllm evaluate --checkpoint $(DEMO)/run/recognizer --data $(DEMO)/shards --split test --report $(DEMO)/report
 	@echo "demo report: $(DEMO)/report/report.json (confusion.png, attention_frames.png, attention_joints.png)"
+	# serve the recognizer (Ray Serve on the local Ray), send one real HTTP request (a test sequence), print the answer
+	$(VENV)/bin/actionllm serve --checkpoint $(DEMO)/run/recognizer --port $(DEMO_PORT) --once $(DEMO)/shards
 
-test: $(DEV_STAMP)
+# headless Chromium for the web page test (Debian packages; skipped when both are already there)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
+test: $(DEV_STAMP) browser
 	$(PY) -m pytest -q tests
 
 test-fast: $(DEV_STAMP)
@@ -50,6 +59,7 @@ lint: $(DEV_STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_shards.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/serve_latency.py
 
 clean:
 	rm -rf $(VENV) data/demo .pytest_cache

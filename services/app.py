@@ -80,9 +80,9 @@ def model_refs(checkpoints: list[str]) -> list[dict]:
         name, sep, path = c.partition("=")
         if not sep:
             path = c
-            p = Path(c).resolve()
+            p = Path(c).absolute()
             name = p.parent.name if p.name == "recognizer" else p.name
-        out.append({"name": name, "path": str(Path(path).resolve())})
+        out.append({"name": name, "path": str(Path(path).absolute())})
     return out
 
 

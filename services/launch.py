@@ -74,9 +74,10 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=False,
                  **({} if address else {"num_cpus": max(os.cpu_count() or 1, 4)}))
-    serve.start(http_options={"host": host, "port": port})
+    quiet = {"log_level": "WARNING", "enable_access_log": False}  # replicas' per-call INFO lines flood a terminal
+    serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
     t0 = time.time()
-    serve.run(build_app(cfg), name="actionllm", route_prefix="/", blocking=False)
+    serve.run(build_app(cfg), name="actionllm", route_prefix="/", blocking=False, logging_config=quiet)
     url = f"http://{host}:{port}"
     say(f"serving {', '.join(m.name for m in cfg.models)} at {url}  (ready in {time.time() - t0:.1f} s; "
         f"POST {url}/v1/recognize, web page {url}/, docs {url}/docs, metrics {url}/metrics)")

@@ -297,3 +297,56 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     assert len(cases) >= 4  # the operations of /openapi.json were exercised
     assert not [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
     assert "/v1/recognize" in " ".join(c.get("name", "") for c in cases)
+
+
+def chromium():
+    """Headless Chromium driven by selenium (Debian `chromium` + `chromium-driver`: `make browser`)."""
+    import shutil
+
+    from selenium import webdriver
+
+    binary, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    assert binary and driver, "headless Chromium is missing: run `make browser` (apt: chromium chromium-driver)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+
+
+def test_web_page_in_headless_chromium(service, body, tmp_path):
+    """Open a skeleton file on the page: the label and probabilities appear, and the skeleton is drawn with joints
+    coloured by weight; a file that is not JSON is refused on the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, _ = service
+    payload, _ = body
+    good = tmp_path / "walk.json"
+    good.write_text(json.dumps(payload))
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    expected = post(url, {**payload, "model": "beta"}).json()
+    browser = chromium()
+    try:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "key").send_keys(KEY + "\t")  # the service has a key: the page sends it
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 3)
+        Select(browser.find_element(By.ID, "model")).select_by_value("beta")
+        browser.find_element(By.ID, "file").send_keys(str(good))
+        result = wait.until(lambda b: b.execute_script("return window.lastResult"))
+        assert result["model"] == "beta" and result["label"] == expected["label"]
+        assert browser.find_element(By.ID, "label").text == expected["label"]
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#probs li")) == 20
+        colours = browser.execute_script("""
+            const c = document.getElementById('skeleton'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const seen = new Set();
+            for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
+            return seen.size;""")
+        assert colours > 5  # bones and joints of several weights were drawn
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(lambda b: "error" in b.find_element(By.ID, "status").get_attribute("class"))
+        assert "not JSON" in browser.find_element(By.ID, "status").text
+    finally:
+        browser.quit()

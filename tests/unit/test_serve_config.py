@@ -1,0 +1,60 @@
+"""Serving config and request validation without a cluster: deploy/serve.yaml, the CLI's config sources,
+and the refusals of services/schemas.py."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from services.launch import serve_config
+from services.schemas import ApiError, ModelInfo, RecognizeRequest, request_sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ModelInfo(name="m", recipe="joints-llm", layout="coco17", dims=2, window=12, stride=6, classes=["a", "b"],
+                  joint_names=[], bones=[])
+
+
+def test_deploy_yaml_and_training_config_are_serve_configs(tiny_recognizers, tmp_path):
+    conf = yaml.safe_load((ROOT / "deploy" / "serve.yaml").read_text())
+    conf["applications"][0]["args"]["models"][0]["path"] = str(tiny_recognizers["alpha"])
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    cfg = serve_config([], path, max_replicas=3, max_models=2)
+    assert cfg.models[0].name == "demo" and cfg.autoscaling.max_replicas == 3 and cfg.max_models_per_replica == 2
+    assert cfg.autoscaling.min_replicas == conf["applications"][0]["args"]["autoscaling"]["min_replicas"]
+    # a training config (tune's best.yaml) serves the recognizer it trained
+    run = tmp_path / "best-run"
+    run.mkdir()
+    (run / "recognizer").symlink_to(tiny_recognizers["beta"], target_is_directory=True)
+    best = tmp_path / "best.yaml"
+    best.write_text(yaml.safe_dump({"recipe": "joints-llm", "recipe_config": {}, "output": str(run)}))
+    assert serve_config([], best).models[0].name == "best-run"
+    with pytest.raises(ValueError, match="min_replicas 3 > max_replicas 2"):
+        serve_config([str(tiny_recognizers["alpha"])], None, min_replicas=3, max_replicas=2)
+    with pytest.raises(ValueError, match="unique"):
+        serve_config([f"x={tiny_recognizers['alpha']}", f"x={tiny_recognizers['beta']}"])
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"frames": [[[1.0, 2.0]] * 16]}, "frames[0]"),
+    ({"frames": [[[1.0, 2.0]] * 17, [[1.0, 2.0]] * 16]}, "frames[1]"),
+    ({"frames": [[[1.0, 2.0, 3.0]] * 17]}, "frames[0][0]"),  # 3D for a 2D model
+    ({"frames": []}, "frames"),
+    ({"model": "k", "frames": [[[1.0, 2.0]] * 17]}, "layout"),  # coco17 frames for a kinect20 model
+    ({"format": "coco-keypoints"}, "data"),
+    ({"format": "openpose", "data": [{"people": [{"pose_keypoints_2d": [1.0] * 7}]}]}, "data"),
+    ({"format": "openpose", "data": []}, "data"),
+])
+def test_request_refusals_name_the_field(body, field):
+    model = MODEL.model_copy(update={"name": "k", "layout": "kinect20", "dims": 3}) if body.get("model") else MODEL
+    body = {**body, "layout": "coco17"} if body.get("model") else body
+    with pytest.raises(ApiError) as err:
+        request_sequence(RecognizeRequest.model_validate(body), model, max_frames=100)
+    assert err.value.status == 422 and err.value.field == field and err.value.detail
+
+
+def test_openpose_body25_maps_to_a_coco_model():
+    frames = [{"people": [{"pose_keypoints_2d": list(np.arange(75, dtype=float) / 75 + 0.1)}]}] * 3
+    seq = request_sequence(RecognizeRequest(format="openpose", data=frames), MODEL, max_frames=100)
+    assert seq.layout == "coco17" and seq.num_frames == 3 and seq.dims == 2
