@@ -25,6 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actionllm.inference import aggregate, cut
@@ -45,7 +47,7 @@ from .schemas import (
 
 log = logging.getLogger("ray.serve")
 STATIC = Path(__file__).parent / "static"
-ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 404, 413, 422)}
+ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 404, 413, 422, 503)}
 MODEL_HEADER = "serve_multiplexed_model_id"
 
 api = FastAPI(title="ActionLLM", version="1", description="Skeleton action recognition with LLM-based "
@@ -77,6 +79,13 @@ async def _api_error(request: Request, err: ApiError):
 async def _invalid(request: Request, err: RequestValidationError):
     e = validation_error(list(err.errors()))
     return JSONResponse(e.body(), status_code=e.status)
+
+
+@api.exception_handler(Exception)
+async def _fault(request: Request, err: Exception):
+    """A fault of the service (never of the request: bad input is refused before) -> a JSON 500, logged."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal error", "field": None, "detail": type(err).__name__}, status_code=500)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -208,8 +217,17 @@ class Ingress:
         return self.infos[name]
 
     async def run_windows(self, model: ModelInfo, windows: list) -> dict:
+        """The windows through a recognizer replica; a replica that dies mid-request (a crash, a node lost) is
+        retried once on another; if that fails too, 503 (the service is degraded; not the request's fault)."""
         handle = self.server.options(multiplexed_model_id=model.name)
-        return await handle.predict.remote(windows)
+        for attempt in range(2):
+            try:
+                return await handle.predict.remote(windows)
+            except (RayActorError, ActorUnavailableError, ReplicaUnavailableError, DeploymentUnavailableError) as err:
+                log.warning("recognizer replica failed (%s), attempt %d", type(err).__name__, attempt + 1)
+                if attempt:
+                    raise ApiError(503, "recognizer unavailable", None, f"{type(err).__name__}; retry later") from None
+        raise AssertionError("unreachable")
 
     @api.post("/v1/recognize", response_model=RecognizeResponse, responses=ERRORS)
     async def recognize(self, body: RecognizeRequest, request: Request) -> RecognizeResponse:
