@@ -189,7 +189,7 @@ def main() -> None:
     for c in args.concurrency:
         results[f"in-process c={c}"] = drive(lambda: bool(recognize(rec, one)), c, max(args.requests, 2 * c))
 
-    ray.init(include_dashboard=False, configure_logging=False, num_cpus=4)
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False, num_cpus=4)  # State API
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
     for mode, batch in (("serve, no batching", 1), ("serve, batching", 16)):

@@ -27,8 +27,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     """Connect to `address` (or RAY_ADDRESS), or start an embedded local Ray. Progress bars are off when
     stderr is not a terminal (CI logs), on for people."""
     if not ray.is_initialized():
-        kwargs = {"address": address} if address else {"num_cpus": num_cpus}
-        ray.init(include_dashboard=False, configure_logging=False, **kwargs)
+        # An embedded Ray gets its dashboard (bound to loopback): it serves the State API, which Ray Train's
+        # PlacementGroupCleaner needs to see that a controller died. Without it, every trial that Tune stops
+        # (ASHA) leaks its workers' placement group, and a long search deadlocks once the leaks hold every CPU.
+        kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": True,
+                                                       "dashboard_host": "127.0.0.1"}
+        ray.init(configure_logging=False, **kwargs)
     quiet = (not os.isatty(2)) if quiet is None else quiet
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not quiet

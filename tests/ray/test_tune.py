@@ -93,6 +93,8 @@ def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
     assert summary["best"]["params"]["lr"] == pytest.approx(float(best["lr"]))
     assert "best" in (out / "results.md").read_text() and (out / "metric_vs_params.png").stat().st_size > 0
     assert "[tune]" in done.stderr and "stopped early by ASHA" in done.stderr
+    # Ray Train's placement-group cleaner could see the stopped trials' controllers die (State API up): no leak
+    assert "State API may be temporarily unavailable" not in done.stderr
 
     best_yaml = yaml.safe_load((out / "best.yaml").read_text())
     assert best_yaml["lr"] == pytest.approx(float(best["lr"])) and best_yaml["recipe"] == "joints-llm"
