@@ -47,7 +47,7 @@ browser:
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
 test: $(DEV_STAMP) browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=12 tests
 
 test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -209,7 +209,17 @@ def make_progress_callback(metric: str, mode: str, max_epochs: int, status_file:
             with status_file.open("a") as f:
                 f.write(json.dumps({"trial_id": trial.trial_id, "ended": ended, "epochs": _epochs(trial)}) + "\n")
 
+        def _seed_best(self, trials) -> None:
+            """After --resume, the best so far includes the trials finished before the interruption."""
+            for t in trials:
+                stats = (getattr(t, "metric_analysis", None) or {}).get(metric) or {}
+                v = stats.get(mode)
+                if v is not None and (self.best is None or (v > self.best[0] if mode == "max" else v < self.best[0])):
+                    self.best = (float(v), t.trial_id)
+
         def on_trial_start(self, iteration, trials, trial, **info):
+            if self.best is None:
+                self._seed_best(trials)
             self._line(trials, f"trial {trial.trial_id} started {trial.config.get('params', {})}")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
