@@ -197,9 +197,25 @@ def test_concurrent_requests_are_batched(service, body):
     assert metric(text, "actionllm_requests_total", status="422") >= 1  # the refusals of the previous test
 
 
+def running_replicas() -> int:
+    from ray import serve
+
+    dep = serve.status().applications["actionllm"].deployments["RecognizerServer"]
+    return dep.replica_states.get("RUNNING", 0)
+
+
+def wait_for_replicas(n: int, seconds: float = 90) -> int:
+    deadline = time.time() + seconds
+    while time.time() < deadline and running_replicas() != n:
+        time.sleep(1)
+    return running_replicas()
+
+
 def test_two_recognizers_on_one_base_and_lru_eviction(service, body):
     url, cfg = service
     payload, _ = body
+    # the load of the previous test may have scaled up: with 2 replicas x K=2 slots, 3 models never evict
+    assert wait_for_replicas(1) == 1
     a = post(url, {**payload, "model": "alpha"}).json()
     b = post(url, {**payload, "model": "beta"}).json()
     assert a["model"] == "alpha" and b["model"] == "beta"
@@ -247,15 +263,12 @@ def test_websocket_yields_a_prediction_per_completed_window(service, body):
 
 
 def test_autoscaling_up_under_load_and_back(service, body):
-    from ray import serve
 
     url, _ = service
     payload, _ = body
 
-    def replicas() -> int:
-        dep = serve.status().applications["actionllm"].deployments["RecognizerServer"]
-        return dep.replica_states.get("RUNNING", 0)
-
+    replicas = running_replicas
+    assert wait_for_replicas(1) == 1
     stop = threading.Event()
 
     def load():
