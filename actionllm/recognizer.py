@@ -241,8 +241,8 @@ class Recognizer(RecognizerBase):
         self.head.load_state_dict(load_file(str(folder / "head.safetensors")))
 
     def forward(self, input_ids, attention_mask, labels=None, class_weights=None) -> dict:
-        if getattr(self, "shared_key", None):  # a base shared with other recognizers: use this one's adapter
-            self.llm.set_adapter(self.adapter_name)
+        if getattr(self, "shared_key", None) and self.llm.active_adapter != self.adapter_name:
+            self.llm.set_adapter(self.adapter_name)  # a base shared with other recognizers: use this one's adapter
         h = last_hidden_state(self.llm, input_ids, attention_mask)
         logits, weights = self.head(h, attention_mask.bool())
         out = {"logits": logits, "weights": weights}

@@ -62,6 +62,15 @@ def tiny_recognizers(tmp_path_factory, data_root) -> dict[str, Path]:
     return out
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a service under test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def msr_request(data_root: Path, index: int = 0) -> tuple[dict, object]:
     """A real MSR Action3D sequence as a /v1/recognize body, and the sequence."""
     from actionllm.skeleton.formats import get_reader

@@ -4,7 +4,6 @@ real HTTP on 127.0.0.1."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cli_helpers import ENV, run  # noqa: E402
-from conftest import msr_request  # noqa: E402
+from conftest import free_port, msr_request  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(600)

@@ -3,7 +3,6 @@ multiplexing with eviction, the WebSocket stream, autoscaling 1 -> 2 -> 1, an AP
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,17 +15,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import msr_request  # noqa: E402
+from conftest import free_port, msr_request  # noqa: E402
 
 pytestmark = pytest.mark.ray
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(text: str, name: str, **labels) -> float:
