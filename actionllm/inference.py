@@ -52,7 +52,8 @@ def aggregate(out: dict, starts: list[int], num_frames: int, window: int | None,
         "label": class_names[int(p.argmax())],
         "probabilities": named(p),
         "windows": [{"start": int(s), "end": int(min(s + size, num_frames)), "label": class_names[int(q.argmax())],
-                     "probabilities": named(q)} for s, q in zip(starts, probs, strict=True)],
+                     "probabilities": named(q), **({"generated": out["generated"][i]} if "generated" in out else {})}
+                    for i, (s, q) in enumerate(zip(starts, probs, strict=True))],
         "explanation": {"frame_weights": frames.tolist(), "joint_weights": joints.tolist(),
                         "joint_names": list(out["joint_names"])},
     }

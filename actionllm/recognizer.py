@@ -68,8 +68,11 @@ class RecognizerBase(nn.Module):
       param_groups(lr, head_lr)   optimiser parameter groups
       load_weights(folder)  put the trainable weights of a saved folder into this (freshly built) model
       predict_windows(windows)    {"probabilities", "frame_weights", "joint_weights", "joint_names", "tokens"}
+                            (+ optional per-window "generated" text)
       save(folder) / load(folder, device, shared=None)   (shared: a dict of bases a caller lets recognizers share)
-    and may override count_tokens(batch) (throughput in tokens; 0 = not a token model).
+    and may override count_tokens(batch) (throughput in tokens; 0 = not a token model) and summarise(stats)
+    (forward may return "stats": tensors the loop sums over an epoch and all workers; "logits" may be None
+    in training, e.g. a generative or tokenizer stage, and then no training accuracy is reported).
     """
 
     recipe: str
@@ -87,8 +90,22 @@ class RecognizerBase(nn.Module):
     def stride(self) -> int | None:
         return self.cfg.windowing()[1]
 
+    stage: str | None = None  # multi-stage recipes: which stage's model this is (written to config.json)
+
+    @property
+    def candidates(self) -> list[int]:
+        """Classes this recognizer chooses among (all; an unseen-class llm-ar recognizer: its held-out ones)."""
+        return list(range(len(self.class_names)))
+
     def count_tokens(self, batch: dict) -> int:
         return 0
+
+    def after_step(self) -> None:
+        """Called on every worker after each optimiser step (collectives are safe here); default nothing."""
+
+    def summarise(self, stats: dict) -> dict:
+        """Metrics from the epoch's summed `stats` (what forward may return beside the loss); default none."""
+        return {}
 
     def release(self) -> None:
         """Free what this recognizer shares with others loaded beside it (serving evicts with it); default none."""

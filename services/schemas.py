@@ -55,6 +55,8 @@ class WindowAnswer(BaseModel):
     end: int
     label: str
     probabilities: dict[str, float]
+    generated: str | None = Field(None, description="generative recognizers (llm-ar): the LLM's own words for "
+                                  "the window (display only; `label` comes from the class scores)")
 
 
 class Explanation(BaseModel):

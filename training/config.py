@@ -19,6 +19,10 @@ class TrainConfig(BaseModel):
     data: str = Field(..., description="shard folder written by `actionllm prepare` / `synth-gait`")
     output: str = Field(..., description="run folder: checkpoints, metrics.jsonl, recognizer/")
     recipe_config: dict = Field(default_factory=dict, description="the recipe's own config (see recipes.py)")
+    stage: str | None = Field(None, description="multi-stage recipes (llm-ar: tokenizer, llm): train this stage "
+                              "only; None = every stage in order")
+    stages: dict[str, dict] = Field(default_factory=dict, description="per-stage TrainConfig values, e.g. "
+                                    "{tokenizer: {epochs: 30, lr: 2e-4}, llm: {epochs: 3}}")
     workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -53,6 +57,30 @@ class TrainConfig(BaseModel):
                 raise ValueError(str(err).strip('"')) from None
             data = {**defaults, **data}
         return data
+
+    @model_validator(mode="after")
+    def _stages(self):
+        stages = get_recipe(self.recipe).stages
+        if self.stage is not None and self.stage not in stages:
+            raise ValueError(f"recipe {self.recipe!r} has no stage {self.stage!r} (its stages: {', '.join(stages)})")
+        unknown = [s for s in self.stages if s not in stages]
+        if unknown:
+            raise ValueError(f"stages: {unknown} are not stages of recipe {self.recipe!r} ({', '.join(stages)})")
+        fields = set(type(self).model_fields) - {"recipe", "stage", "stages", "data"}
+        for name, values in self.stages.items():
+            bad = [k for k in values if k not in fields]
+            if bad:
+                raise ValueError(f"stages.{name}: unknown TrainConfig fields {bad}")
+        return self
+
+    def for_stage(self, stage: str, output: str) -> TrainConfig:
+        """This config for one stage of a multi-stage recipe: the recipe's stage defaults for values the user
+        did not set, then the user's `stages.<stage>` values, writing to `output`."""
+        defaults = get_recipe(self.recipe).stage_defaults.get(stage, {})
+        update = {k: v for k, v in defaults.items() if k not in self.model_fields_set}
+        update.update(self.stages.get(stage, {}))
+        data = {**self.model_dump(), **update, "stage": stage, "output": output}
+        return type(self).model_validate(data)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:

@@ -118,13 +118,25 @@ def plot_explanations(expl: list[dict], class_names: list[str], joint_names: lis
 
 
 def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None = None,
-             device: str = "cpu", limit: int | None = None, batch_size: int = 8) -> dict:
+             device: str = "cpu", limit: int | None = None, batch_size: int = 8,
+             classes: list[str] | None = None) -> dict:
+    """`classes`: evaluate only the sequences of these classes (e.g. the held-out ones of an unseen-class run)."""
     rec = load_recognizer(checkpoint, device=device)
     window, stride = rec.window, rec.stride
+    keep = None
+    if classes:
+        unknown = [c for c in classes if c not in rec.class_names]
+        if unknown:
+            raise ValueError(f"--classes: {unknown} are not classes of this recognizer ({rec.class_names})")
+        keep = {rec.class_names.index(c) for c in classes}
     scores, labels, win_correct, win_total, expl = [], [], 0, 0, []
-    for i, (seq, _) in enumerate(read_shards(data, split=split)):
-        if limit is not None and i >= limit:
+    seen = 0
+    for seq, _ in read_shards(data, split=split):
+        if keep is not None and seq.label not in keep:
+            continue
+        if limit is not None and seen >= limit:
             break
+        seen += 1
         if seq.layout != rec.layout:
             raise ValueError(f"{seq.sample_id}: layout {seq.layout!r} but the recognizer reads {rec.layout!r}")
         wins = [w.joints for w in sliding_windows(seq, window, stride)]
@@ -141,6 +153,12 @@ def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None
     result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "recipe": rec.recipe,
               "window": window, "stride": stride or window, **metrics(scores_a, labels_a, rec.class_names),
               "window_top1": win_correct / win_total, "windows": win_total, "class_names": rec.class_names}
+    candidates = rec.candidates
+    if len(candidates) < len(rec.class_names):  # a recognizer choosing among some classes only (held-out)
+        result["candidates"] = [rec.class_names[i] for i in candidates]
+        result["chance"] = 1.0 / len(candidates)
+    if classes:
+        result["classes"] = list(classes)
     if report:
         folder = Path(report)
         folder.mkdir(parents=True, exist_ok=True)

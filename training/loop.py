@@ -60,20 +60,47 @@ def _all_reduce(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def _add_stats(acc: dict, out: dict) -> None:
+    """Sum a forward's optional `stats` (tensors: counts, sums) into `acc` (numpy)."""
+    for k, v in (out.get("stats") or {}).items():
+        v = v.detach().double().cpu().numpy()
+        acc[k] = acc[k] + v if k in acc else v
+
+
+def _reduce_stats(acc: dict) -> dict:
+    """Sum each stat over workers (every rank holds the same keys: same recognizer, same forward)."""
+    out = {}
+    for k in sorted(acc):
+        t = torch.as_tensor(acc[k], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(t)
+        out[k] = t.numpy()
+    return out
+
+
 def evaluate_shard(model, shard, batch_size: int, collate_fn, device) -> dict:
-    """Window loss/accuracy on this worker's shard, summed over workers."""
+    """Window loss/accuracy on this worker's shard, summed over workers (+ the recognizer's own summary of
+    its `stats`, prefixed val_). A recognizer without logits (a tokenizer stage) reports no accuracy."""
     model.eval()
-    loss_sum, correct, total = 0.0, 0.0, 0.0
+    loss_sum, correct, total, stats, has_logits = 0.0, 0.0, 0.0, {}, False
     with torch.no_grad():
         for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=RecipeCollate(collate_fn)):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
             loss_sum += float(out["loss"]) * len(batch["labels"])
-            correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
+            if out.get("logits") is not None:
+                has_logits = True
+                correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
             total += len(batch["labels"])
+            _add_stats(stats, out)
     model.train()
     loss_sum, correct, total = _all_reduce([loss_sum, correct, total])
-    return {"val_loss": loss_sum / max(total, 1), "val_accuracy": correct / max(total, 1), "val_windows": int(total)}
+    result = {"val_loss": loss_sum / max(total, 1), "val_windows": int(total)}
+    if has_logits:
+        result["val_accuracy"] = correct / max(total, 1)
+    if stats:
+        result.update({f"val_{k}": v for k, v in _unwrap(model).summarise(_reduce_stats(stats)).items()})
+    return result
 
 
 def build_optimiser(rec: RecognizerBase, tc: TrainConfig, total_steps: int):
@@ -118,7 +145,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(tc.seed)
     device = ray.train.torch.get_device()
-    rec = get_recipe(tc.recipe).recognizer_cls()(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"],
+    rec = get_recipe(tc.recipe).recognizer_cls(tc.stage)(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"],
                                                  ds_meta["dims"], recipe=tc.recipe, seed=tc.seed)
     steps_per_epoch = max(1, math.ceil(ds_meta["train_windows"] / world / tc.batch_size / tc.grad_accum))
     if tc.max_steps_per_epoch:
@@ -146,7 +173,7 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, tc.epochs):
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
         epoch_start_step = step
-        run_loss, run_correct, run_n = 0.0, 0.0, 0
+        run_loss, run_correct, run_n, stats = 0.0, 0.0, 0, {}
         for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                     local_shuffle_seed=tc.seed + epoch,
                                                     collate_fn=RecipeCollate(collate_fn)):
@@ -158,19 +185,23 @@ def train_loop_per_worker(config: dict) -> None:
             tokens += _unwrap(model).count_tokens(batch)
             samples += len(batch["labels"])
             run_loss += float(out["loss"]) * len(batch["labels"])
-            run_correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
+            if out.get("logits") is not None:  # a generative/tokenizer stage may not score classes in training
+                run_correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
             run_n += len(batch["labels"])
+            _add_stats(stats, out)
             if micro % tc.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.max_grad_norm)
             opt.step()
+            _unwrap(model).after_step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             maybe_inject_failure(tc, epoch, rank, world)
             if rank == 0 and step % tc.log_every == 0:
                 dt = time.perf_counter() - t0
-                line = {"epoch": epoch, "step": step, "loss": run_loss / run_n, "accuracy": run_correct / run_n,
+                line = {"epoch": epoch, "step": step, "loss": run_loss / run_n,
+                        **({"accuracy": run_correct / run_n} if out.get("logits") is not None else {}),
                         "lr": sched.get_last_lr()[0], "samples_per_s": samples * world / dt}
                 if tokens:
                     line["tokens_per_s"] = tokens * world / dt
@@ -183,9 +214,12 @@ def train_loop_per_worker(config: dict) -> None:
         dt = time.perf_counter() - t0
         train_stats = _all_reduce([run_loss, run_correct, float(run_n), float(tokens)])
         metrics = {"epoch": epoch, "step": step, "train_loss": train_stats[0] / max(train_stats[2], 1),
-                   "train_accuracy": train_stats[1] / max(train_stats[2], 1),
+                   **({"train_accuracy": train_stats[1] / max(train_stats[2], 1)}
+                      if out.get("logits") is not None else {}),
                    "samples_per_s": train_stats[2] / dt, "epoch_s": dt,
                    **({"tokens_per_s": train_stats[3] / dt} if train_stats[3] else {})}
+        if stats:
+            metrics.update({f"train_{k}": v for k, v in _unwrap(model).summarise(_reduce_stats(stats)).items()})
         last = epoch == tc.epochs - 1 or step >= total_steps
         if last or (epoch + 1) % tc.eval_every == 0:
             metrics.update(evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device))

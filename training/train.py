@@ -26,14 +26,16 @@ from .data import init_ray, window_dataset
 from .loop import train_loop_per_worker
 
 
-def count_windows(data: str, split: str, window: int | None, stride: int | None) -> tuple[int, list[int], int]:
-    """Windows per split and per class, from two small columns (no joints read)."""
+def count_windows(data: str, split: str, window: int | None, stride: int | None,
+                  exclude: frozenset[int] = frozenset()) -> tuple[int, list[int], int]:
+    """Windows per split and per class, from two small columns (no joints read); labels in `exclude`
+    (held-out classes) are not counted."""
     manifest = Manifest.read(data)
     total, per_class = 0, [0] * max(len(manifest.class_names), 1)
     for path in shard_files(data):
         t = pq.read_table(path, columns=["num_frames", "label", "split"]).to_pydict()
         for n, label, s in zip(t["num_frames"], t["label"], t["split"], strict=True):
-            if s == split:
+            if s == split and label not in exclude:
                 w = len(window_starts(n, window, stride))
                 total += w
                 if 0 <= label < len(per_class):
@@ -41,7 +43,17 @@ def count_windows(data: str, split: str, window: int | None, stride: int | None)
     return total, per_class, len(manifest.class_names)
 
 
-def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, workers: int):
+def held_out_labels(recipe_cfg, class_names: list[str]) -> frozenset[int]:
+    """Label ids of the classes a recipe config holds out of training (the unseen-class protocol)."""
+    held = list(getattr(recipe_cfg, "held_out", []) or [])
+    unknown = [c for c in held if c not in class_names]
+    if unknown:
+        raise ValueError(f"held_out names classes the data does not have: {unknown} (classes: {class_names})")
+    return frozenset(class_names.index(c) for c in held)
+
+
+def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, workers: int,
+            exclude: frozenset[int] = frozenset()):
     """Windows of one split -> the recipe's encoder (actors: one tokenizer each for LLM recipes); the train
     split's encoder augments when the recipe's config switches augmentation on (fresh OS entropy per actor:
     the pipeline re-runs every epoch, so a fixed seed would repeat the same draws)."""
@@ -49,6 +61,8 @@ def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, w
     train = split == "train"
     kwargs = {"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims, "recipe": recipe.name, "train": train}
     windows = window_dataset(data, window, stride, split, shuffle=train)
+    if exclude:
+        windows = windows.filter(lambda row: int(row["label"]) not in exclude)
     if recipe.encoder_compute == "tasks":
         # at most one encoding task per Train worker at a time: every extra parallel task can start a fresh
         # Ray worker process (torch + transformers imports), which on a few cores costs more than it gains
@@ -72,15 +86,48 @@ def encode_in_task(batch: dict, recipe: str, kwargs: dict) -> dict:
 
 def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
     """Train; returns a summary with the recognizer folder and the last metrics. `callbacks` go to the
-    trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search)."""
+    trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search).
+
+    A multi-stage recipe (llm-ar: tokenizer, then llm) runs its stages in order unless `tc.stage` names one:
+    stage k writes <output>/<stage>/ (its recognizer folder is what the next stage reads), the last stage
+    writes <output>/ itself (so <output>/recognizer is always the folder to evaluate and serve)."""
+    recipe = get_recipe(tc.recipe)
+    if len(recipe.stages) == 1:
+        return _run_stage(tc, address, callbacks)
+    out = Path(tc.output).resolve()
+    stages = [tc.stage] if tc.stage else list(recipe.stages)
+    summaries = {}
+    for i, stage in enumerate(stages):
+        last = stage == recipe.stages[-1]
+        stc = tc.for_stage(stage, str(out if last else out / stage))
+        key = recipe.stage_input  # where a stage's config names the previous stage's folder
+        if i > 0 or (stage != recipe.stages[0] and not stc.recipe_config.get(key)):
+            prev = recipe.stages[recipe.stages.index(stage) - 1]
+            folder = out / prev / "recognizer"
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"stage {stage!r} reads stage {prev!r}'s folder {folder}, which does not "
+                                        f"exist: train --stage {prev} first (same --output), or set "
+                                        f"recipe_config.{key}")
+            stc = stc.model_copy(update={"recipe_config": {**stc.recipe_config, key: str(folder)}})
+        summaries[stage] = _run_stage(stc, address, callbacks if last else None)
+    summary = summaries[stages[-1]]
+    if len(stages) > 1:
+        summary = {**summary, "stages": {s: {"recognizer": v["recognizer"], "metrics": v["metrics"]}
+                                         for s, v in summaries.items()}}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
     manifest = Manifest.read(tc.data)
     if not manifest.class_names:
         raise ValueError(f"{tc.data}: the manifest names no classes; a classifier needs them")
     recipe = get_recipe(tc.recipe)
     recipe_cfg = recipe.config(tc.recipe_config)
     window, stride = recipe_cfg.windowing()
-    train_windows, class_counts, _ = count_windows(tc.data, "train", window, stride)
-    val_windows, _, _ = count_windows(tc.data, "val", window, stride)
+    exclude = held_out_labels(recipe_cfg, manifest.class_names)
+    train_windows, class_counts, _ = count_windows(tc.data, "train", window, stride, exclude)
+    val_windows, _, _ = count_windows(tc.data, "val", window, stride, exclude)
     if train_windows == 0:
         raise ValueError(f"{tc.data}: no training windows (split 'train' is empty)")
     if val_windows < tc.workers:
@@ -94,7 +141,7 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     # (read, windows, tokeniser actors): with only physical cores the pipeline would wait forever.
     init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
                                                        math.ceil(tc.workers * tc.cpus_per_worker) + 2))
-    datasets = {s: encoded(tc.data, s, recipe, recipe_cfg, manifest.layout, manifest.dims, tc.workers)
+    datasets = {s: encoded(tc.data, s, recipe, recipe_cfg, manifest.layout, manifest.dims, tc.workers, exclude)
                 for s in ("train", "val")}
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -1,0 +1,392 @@
+"""LLM-AR's linguistic projection (seed 002, sec. 3.1): an action VQ-VAE whose codebook lives in the Poincare
+ball, trained with the human-inductive-bias losses, turning a skeleton clip into an "action sentence" of
+W = frames/4 discrete tokens, each a vector of the backbone's embedding width.
+
+  x [B, T, F] --E (1D convs over time, /4)--> f [B, W, d] --exp_0--> Poincare ball --dist_B argmin--> codes
+  codes -> c_u --log_0--> f^d [B, W, d] --D (1D convs, x4)--> x_hat [B, T, F]
+
+The codebook is parametrised by tangent vectors v_u at the origin: c_u = exp_0(v_u) is always inside the ball
+(no Riemannian optimiser needed) and log_0(c_u) = v_u, so the Euclidean vectors the decoder (eq. 10) and the
+LLM receive are the v_u themselves. With `hyperbolic: false` quantisation is the Euclidean nearest neighbour
+(the paper's Table 6 ablation).
+
+Losses (eqs. 3-7, 11-12): L = smooth-L1(x_hat, x) + ||sg(f) - f^d||^2 + w1 ||f - sg(f^d)||^2 + w2 L_human,
+L_human = L_Zipf + L_context + MMD(codebook, word embeddings), each switchable. Choices the paper leaves to
+its (unavailable) supplementary, made here: the conv architecture; Corr(t_b) counts the tokens of pairs used
+together, 2 * sum_u min(t_b[u], t_b[u + U/2]), so that L_context lies in [0, 1]; pairs are (u, u + U/2) of a
+randomly initialised codebook (the same as a random split); the MMD uses a sum of three RBF kernels whose
+bandwidths scale with the word embeddings' median squared distance, against `mmd_samples` embeddings drawn
+each step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..recipes import get_recipe
+from ..recognizer import RecognizerBase, read_config
+
+WEIGHTS = "vqvae.safetensors"
+EPS = 1e-5
+
+
+# --- the Poincare ball (eqs. 8-10), curvature c ------------------------------------------------------------
+def expmap0(v: torch.Tensor, c: float = 1.0) -> torch.Tensor:
+    """Eq. 8: tanh(sqrt(c)|v|) v / (sqrt(c)|v|), kept strictly inside the ball of radius 1/sqrt(c)."""
+    sc = math.sqrt(c)
+    norm = v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    r = torch.tanh(sc * norm).clamp(max=1 - EPS)
+    return r * v / (sc * norm)
+
+
+def logmap0(y: torch.Tensor, c: float = 1.0) -> torch.Tensor:
+    """Eq. 10: artanh(sqrt(c)|y|) y / (sqrt(c)|y|), the inverse of expmap0."""
+    sc = math.sqrt(c)
+    norm = y.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.atanh((sc * norm).clamp(max=1 - EPS)) * y / (sc * norm)
+
+
+def poincare_distance(x: torch.Tensor, y: torch.Tensor, c: float = 1.0) -> torch.Tensor:
+    """Eq. 9 (for c = 1; general c: arccosh(1 + 2c|x-y|^2 / ((1-c|x|^2)(1-c|y|^2))) / sqrt(c)), pairwise:
+    x [N, d], y [U, d] -> [N, U]."""
+    x2 = (x * x).sum(-1, keepdim=True)  # [N, 1]
+    y2 = (y * y).sum(-1)[None]  # [1, U]
+    diff2 = (x2 + y2 - 2 * x @ y.T).clamp_min(0)
+    denom = ((1 - c * x2) * (1 - c * y2)).clamp_min(EPS)
+    return torch.acosh((1 + 2 * c * diff2 / denom).clamp_min(1 + 1e-7)) / math.sqrt(c)
+
+
+# --- human inductive biases (eqs. 3-7) -----------------------------------------------------------------------
+def zipf_distribution(n: int, alpha: float = 1.0, beta: float = 2.7) -> torch.Tensor:
+    """Eq. 2: p_i proportional to 1 / (i + beta)^alpha for ranks i = 1..n."""
+    ranks = torch.arange(1, n + 1, dtype=torch.float64)
+    p = 1.0 / (ranks + beta) ** alpha
+    return (p / p.sum()).float()
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (natural log) of two distributions over the last axis."""
+    p, q = p.clamp_min(0), q.clamp_min(0)
+    m = 0.5 * (p + q)
+
+    def kl(a, b):
+        return torch.where(a > 0, a * (torch.log(a.clamp_min(1e-12)) - torch.log(b.clamp_min(1e-12))),
+                           torch.zeros_like(a)).sum(-1)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def zipf_loss(usage: torch.Tensor, zipf: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: JS(sort(sum_b t_b) / (B W) || Zipf). usage [B, U] token counts per sequence."""
+    freq = torch.sort(usage.sum(0), descending=True).values
+    return js_divergence(freq / freq.sum().clamp_min(1e-12), zipf.to(freq))
+
+
+def context_loss(usage: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: 1 - sum_b Corr(t_b) / (B W), Corr(t_b) = 2 sum_u min(t_b[u], t_b[u + U/2]): the share of tokens
+    used together with their pair (0 when every token's pair is used as often, 1 when no pair is)."""
+    half = usage.shape[-1] // 2
+    corr = 2 * torch.minimum(usage[:, :half], usage[:, half:]).sum()
+    return 1 - corr / usage.sum().clamp_min(1e-12)
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor) -> torch.Tensor:
+    """Squared MMD with a sum of RBF kernels exp(-|a-b|^2 / (2 s^2)) over `bandwidths` (s^2 values)."""
+    def k(a, b):
+        d2 = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-d2 / (2 * s)) for s in bandwidths).mean()
+
+    return k(x, x) + k(y, y) - 2 * k(x, y)
+
+
+def usage_metrics(counts: np.ndarray, zipf_alpha: float = 1.0, zipf_beta: float = 2.7) -> dict:
+    """Codebook usage over many tokens: share of codes used, perplexity exp(H), JS to the Zipf law."""
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum()
+    if total <= 0:
+        return {"codebook_usage": 0.0, "codebook_perplexity": 0.0, "zipf_js": float("nan")}
+    p = counts / total
+    nz = p[p > 0]
+    zipf = zipf_distribution(len(p), zipf_alpha, zipf_beta).double()
+    js = js_divergence(torch.from_numpy(np.sort(p)[::-1].copy()), zipf)
+    return {"codebook_usage": float((counts > 0).mean()), "codebook_perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+            "zipf_js": float(js)}
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+class ResBlock(nn.Module):
+    def __init__(self, ch: int, dilation: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv1d(ch, ch, 3, padding=dilation, dilation=dilation), nn.ReLU(),
+                                 nn.Conv1d(ch, ch, 1))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class ActionVQVAE(nn.Module):
+    """E, codebook, D. x [B, T, F] with T a multiple of 4; W = T / 4 tokens of width `dim`."""
+
+    def __init__(self, features: int, dim: int, cfg, seed: int = 0):
+        super().__init__()
+        self.cfg, self.features, self.dim = cfg, int(features), int(dim)
+        h = cfg.hidden
+        torch.manual_seed(seed)
+        enc = [nn.Conv1d(features, h, 3, padding=1), nn.ReLU()]
+        for _ in range(2):  # two stride-2 convolutions over time: W = T / 4 (sec. 4.2)
+            enc += [nn.Conv1d(h, h, 4, stride=2, padding=1), *[ResBlock(h, 3 ** i) for i in range(cfg.res_blocks)]]
+        self.encoder = nn.Sequential(*enc, nn.ReLU(), nn.Conv1d(h, dim, 3, padding=1))
+        dec = [nn.Conv1d(dim, h, 3, padding=1), nn.ReLU()]
+        for _ in range(2):
+            dec += [*[ResBlock(h, 3 ** i) for i in range(cfg.res_blocks)], nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv1d(h, h, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec, nn.ReLU(), nn.Conv1d(h, features, 3, padding=1))
+        # tangent vectors at the origin; c_u = exp_0(v_u). Small init keeps the codes off the ball's boundary.
+        self.codebook = nn.Parameter(torch.randn(cfg.codebook_size, dim) / math.sqrt(dim))
+        self.register_buffer("zipf", zipf_distribution(cfg.codebook_size, cfg.zipf_alpha, cfg.zipf_beta),
+                             persistent=False)
+        self.word_embeddings: torch.Tensor | None = None  # set by attach_word_embeddings (MMD); never saved
+        self.mmd_bandwidths: torch.Tensor | None = None
+        self.register_buffer("usage_ema", torch.zeros(cfg.codebook_size), persistent=False)
+        self._recent: torch.Tensor | None = None  # the last training batch's encoder outputs (dead-code restart)
+        self._counts: torch.Tensor | None = None
+        self._steps = 0
+
+    # --- pieces ---------------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, F] -> latent features f [B, W, d]."""
+        if x.shape[1] % 4:
+            raise ValueError(f"clip length {x.shape[1]} is not a multiple of 4")
+        return self.encoder(x.transpose(1, 2)).transpose(1, 2)
+
+    def distances(self, f: torch.Tensor) -> torch.Tensor:
+        """f [N, d] -> distances to every code [N, U] (geodesic in the ball, or squared Euclidean)."""
+        if self.cfg.hyperbolic:
+            c = self.cfg.curvature
+            return poincare_distance(expmap0(f, c), expmap0(self.codebook, c), c)
+        return torch.cdist(f, self.codebook).pow(2)
+
+    def code_vectors(self) -> torch.Tensor:
+        """The Euclidean vectors of the codes (log_0(c_u) = v_u): what the decoder and the LLM receive."""
+        if self.cfg.hyperbolic:
+            c = self.cfg.curvature
+            return logmap0(expmap0(self.codebook, c), c)
+        return self.codebook
+
+    def quantise(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, F] -> codes [B, W] (long): the action sentence."""
+        f = self.encode(x)
+        return self.distances(f.reshape(-1, self.dim)).argmin(-1).view(f.shape[:2])
+
+    def attach_word_embeddings(self, emb: torch.Tensor) -> None:
+        """The backbone's input embeddings (frozen) for the MMD term, and the kernel bandwidths from them."""
+        emb = emb.detach().float()
+        self.word_embeddings = emb
+        sample = emb[torch.randperm(len(emb), generator=torch.Generator().manual_seed(0))[:2048]]
+        med = torch.cdist(sample, sample).pow(2).median().clamp_min(1e-6)
+        self.mmd_bandwidths = med * torch.tensor([0.25, 1.0, 4.0])
+
+    # --- training forward -------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict:
+        """x [B, T, F] -> losses (total and terms), codes [B, W], the reconstruction."""
+        cfg = self.cfg
+        b = x.shape[0]
+        f = self.encode(x)  # [B, W, d]
+        w = f.shape[1]
+        flat = f.reshape(-1, self.dim)
+        dist = self.distances(flat)  # [B W, U]
+        codes = dist.argmin(-1)
+        if self.training:
+            self._recent = flat.detach()
+            self._counts = torch.bincount(codes, minlength=cfg.codebook_size).float()
+        q = self.code_vectors()[codes]  # f^d (eq. 10)
+        embed = F.mse_loss(q, flat.detach())  # eq. 11: ||sg(f) - f^d||^2
+        commit = F.mse_loss(flat, q.detach())  # eq. 11: ||f - sg(f^d)||^2
+        q_st = flat + (q - flat).detach()  # straight-through to the encoder
+        recon = self.decoder(q_st.view(b, w, self.dim).transpose(1, 2)).transpose(1, 2)
+        rec = F.smooth_l1_loss(recon, x)
+        terms = {"recon": rec, "embed": embed, "commit": commit}
+        human = torch.zeros((), device=x.device)
+        if cfg.zipf or cfg.context:
+            onehot = F.gumbel_softmax(-dist, tau=cfg.gumbel_tau, hard=True)  # eq. 3, straight-through
+            usage = onehot.view(b, w, -1).sum(1)  # t_b [B, U]
+            if cfg.zipf:
+                terms["zipf"] = zipf_loss(usage, self.zipf)
+                human = human + terms["zipf"]
+            if cfg.context:
+                terms["context"] = context_loss(usage)
+                human = human + terms["context"]
+        if cfg.mmd and self.word_embeddings is not None:
+            emb = self.word_embeddings
+            idx = torch.randint(len(emb), (min(cfg.mmd_samples, len(emb)),))
+            terms["mmd"] = mmd(self.code_vectors(), emb[idx].to(x.device), self.mmd_bandwidths.to(x.device))
+            human = human + terms["mmd"]
+        total = rec + embed + cfg.w1 * commit + cfg.w2 * human
+        return {"loss": total, "terms": terms, "codes": codes.view(b, w), "recon": recon}
+
+
+    @torch.no_grad()
+    def restart_dead_codes(self) -> int:
+        """After an optimiser step (every rank calls it once per step, so its collectives line up): update the
+        running usage with this step's code counts (summed over workers), and move dead codes onto rank 0's
+        recent encoder outputs (broadcast, so every replica keeps the same codebook). Returns codes moved."""
+        import torch.distributed as dist
+
+        if self._counts is None or self.cfg.reset_below <= 0:
+            return 0
+        distributed = dist.is_available() and dist.is_initialized()
+        counts = self._counts.clone()
+        if distributed:
+            dist.all_reduce(counts)
+        decay = self.cfg.usage_decay
+        if self._steps == 0:
+            self.usage_ema.copy_(counts)
+        else:
+            self.usage_ema.mul_(decay).add_(counts, alpha=1 - decay)
+        self._steps += 1
+        dead = self.usage_ema < self.cfg.reset_below * self.usage_ema.mean()
+        n = int(dead.sum())
+        if n:
+            recent = self._recent
+            gen = torch.Generator(device="cpu").manual_seed(self._steps)
+            idx = torch.randint(len(recent), (n,), generator=gen).to(recent.device)
+            new = recent[idx] + 0.01 * recent.std() * torch.randn(n, self.dim, generator=gen).to(recent)
+            if distributed:
+                dist.broadcast(new, 0)
+            self.codebook.data[dead] = new.to(self.codebook.dtype)
+            self.usage_ema[dead] = self.usage_ema.mean()
+        self._counts = None
+        return n
+
+
+# --- clips -> VQ-VAE input ---------------------------------------------------------------------------------------
+def clip_features(x: torch.Tensor, max_bodies: int) -> torch.Tensor:
+    """ClipCollate's x [B, M, T, V, C] -> [B, T, max_bodies * V * C], each clip divided by its RMS over valid
+    coordinates (scale-free: datasets come in metres, pixels or unit boxes)."""
+    b, m, t, v, c = x.shape
+    if m < max_bodies:
+        x = torch.cat([x, x.new_zeros(b, max_bodies - m, t, v, c)], 1)
+    x = x[:, :max_bodies]
+    valid = (x != 0).any(-1, keepdim=True)
+    rms = ((x.pow(2) * valid).sum(dim=(1, 2, 3, 4)) / (valid.sum(dim=(1, 2, 3, 4)) * c).clamp_min(1)).sqrt()
+    x = x / rms.clamp_min(1e-6).view(b, 1, 1, 1, 1)
+    return x.permute(0, 2, 1, 3, 4).reshape(b, t, -1)
+
+
+def backbone_width(backbone_cfg) -> int:
+    """Hidden size of a backbone without loading its weights (the codebook's width, sec. 3.1)."""
+    from ..backbone import _source, tiny_config
+
+    if backbone_cfg.name_or_path == "tiny":
+        return tiny_config(8).hidden_size
+    from transformers import AutoConfig
+
+    src, gguf = _source(backbone_cfg)
+    kw = {"gguf_file": gguf} if gguf else {}
+    return AutoConfig.from_pretrained(src, revision=backbone_cfg.revision, **kw).hidden_size
+
+
+def word_embeddings(backbone_cfg, seed: int = 0) -> torch.Tensor:
+    """The backbone's input embedding matrix (for the MMD), loaded once and released."""
+    from ..backbone import load_backbone
+
+    model, _ = load_backbone(backbone_cfg.model_copy(update={"dtype": "float32"}), seed=seed)
+    emb = model.get_input_embeddings().weight.detach().float().clone()
+    del model
+    return emb
+
+
+class VQVAERecognizer(RecognizerBase):
+    """Stage 1 of llm-ar (`--stage tokenizer`): trains the action VQ-VAE through the shared loop. Not a classifier:
+    forward returns the loss and usage statistics; its folder is what the llm stage reads."""
+
+    stage = "tokenizer"
+
+    def __init__(self, config: dict, class_names: list[str], layout: str, dims: int, *, recipe: str = "llm-ar",
+                 seed: int = 0, device: str = "cpu", word_emb: bool = True, **_ignored):
+        super().__init__()
+        from ..baselines.stgcn import ClipEncoder
+        from ..skeleton.layouts import get_layout
+
+        self.recipe = recipe
+        self.cfg = get_recipe(recipe).config_cls.model_validate(config)
+        self.class_names, self.layout, self.dims = list(class_names), layout, int(dims)
+        self.features = self.cfg.clip.max_bodies * get_layout(layout).num_joints * self.dims
+        self.vqvae = ActionVQVAE(self.features, backbone_width(self.cfg.backbone), self.cfg.vqvae, seed=seed)
+        if word_emb and self.cfg.vqvae.mmd:
+            self.vqvae.attach_word_embeddings(word_embeddings(self.cfg.backbone, seed))
+        self.encoder = ClipEncoder(self.cfg.model_dump(), layout, dims, recipe=recipe)
+
+    def collate_fn(self):
+        from ..baselines.stgcn import ClipCollate
+
+        return ClipCollate()
+
+    def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
+        feats = clip_features(x, self.cfg.clip.max_bodies)
+        out = self.vqvae(feats)
+        u = self.cfg.vqvae.codebook_size
+        mask = (feats != 0)
+        stats = {"recon_abs_sum": ((out["recon"] - feats).abs() * mask).sum().detach(),
+                 "recon_abs_n": mask.sum().detach().float(),
+                 "code_counts": torch.bincount(out["codes"].reshape(-1), minlength=u).float()}
+        for k, v in out["terms"].items():
+            stats[f"loss_{k}_sum"] = v.detach() * len(feats)
+        stats["n"] = torch.tensor(float(len(feats)), device=feats.device)
+        return {"loss": out["loss"], "stats": stats, "codes": out["codes"]}
+
+    def after_step(self) -> None:
+        self.restarted = getattr(self, "restarted", 0) + self.vqvae.restart_dead_codes()
+
+    def summarise(self, stats: dict[str, np.ndarray]) -> dict:
+        """Summed stats of an epoch -> metrics: reconstruction error, codebook usage / perplexity / Zipf fit."""
+        n = max(float(stats.get("n", 1)), 1.0)
+        out = {"recon_error": float(stats["recon_abs_sum"]) / max(float(stats["recon_abs_n"]), 1.0),
+               **usage_metrics(stats["code_counts"], self.cfg.vqvae.zipf_alpha, self.cfg.vqvae.zipf_beta)}
+        out.update({k[:-4]: float(v) / n for k, v in stats.items() if k.startswith("loss_") and k.endswith("_sum")})
+        return out
+
+    def load_weights(self, folder: str | Path) -> None:
+        self.vqvae.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+
+    def predict_windows(self, windows, batch_size: int = 32) -> dict:
+        raise ValueError("this is an llm-ar tokenizer-stage folder (the action VQ-VAE), not a recognizer: "
+                         "evaluate or serve the llm stage's folder (<run>/recognizer)")
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {**self.base_meta(), "stage": self.stage, "weights": WEIGHTS, "features": self.features,
+                "width": self.vqvae.dim, "parameters": sum(p.numel() for p in self.vqvae.parameters())}
+        (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.vqvae.state_dict().items()}, str(folder / WEIGHTS))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu", shared: dict | None = None) -> VQVAERecognizer:
+        meta = read_config(folder)
+        rec = cls(meta["config"], meta["class_names"], meta["layout"], meta["dims"], recipe=meta["recipe"],
+                  word_emb=False)
+        rec.load_weights(folder)
+        return rec.to(device).eval()
+
+
+def load_vqvae(folder: str | Path) -> tuple[ActionVQVAE, dict]:
+    """A stage-1 folder's VQ-VAE (frozen, eval mode) and its config.json."""
+    folder = Path(folder)
+    meta = read_config(folder)
+    if meta.get("stage") != "tokenizer":
+        raise ValueError(f"{folder} is not an llm-ar tokenizer-stage folder (stage={meta.get('stage')!r})")
+    cfg = get_recipe(meta["recipe"]).config_cls.model_validate(meta["config"])
+    model = ActionVQVAE(meta["features"], meta["width"], cfg.vqvae)
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    model.requires_grad_(False)
+    return model.eval(), meta
