@@ -220,7 +220,10 @@ def _deep_update(base: dict, extra: dict) -> dict:
 
 @app.command()
 def train(
-    recipe: str = typer.Option(None, help="registered recipe: joints-llm (default) | stgcn (see `actionllm recipes`)"),
+    recipe: str = typer.Option(None, help="registered recipe: joints-llm (default) | stgcn | llm-ar (see "
+                               "`actionllm recipes`)"),
+    stage: str = typer.Option(None, help="multi-stage recipes: train one stage only (llm-ar: tokenizer = the "
+                              "action VQ-VAE, llm = LoRA on the LLM); default: every stage in order"),
     data: str = typer.Option(None, help="shard folder from `prepare` / `synth-gait`"),
     backbone: str = typer.Option(None, help="'tiny' (built-in small Llama), 'smollm2-135m', a hub id, a folder or a .gguf"),
     gguf_file: str = typer.Option(None, help="GGUF file inside the --backbone repo/folder"),
@@ -242,7 +245,8 @@ def train(
     config: Path = typer.Option(None, "--config", help="YAML TrainConfig; flags override it"),
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
 ) -> None:
-    """Train a recognizer with Ray Train: LoRA on the backbone + the head (joints-llm), or a whole GCN (stgcn).
+    """Train a recognizer with Ray Train: LoRA on the backbone + the head (joints-llm), a whole GCN (stgcn), or
+    the action VQ-VAE then LoRA on a generative LLM (llm-ar: --stage tokenizer, --stage llm, or both in order).
 
     Streams windows from the shards through Ray Data, trains on --workers workers with DDP, checkpoints every
     epoch and resumes after a worker crash; writes <output>/recognizer (the folder evaluate/serve load).
@@ -252,7 +256,7 @@ def train(
     from training.config import TrainConfig
     from training.train import run_training
 
-    flags = {"recipe": recipe, "data": data, "output": output, "workers": workers, "use_gpu": use_gpu,
+    flags = {"recipe": recipe, "stage": stage, "data": data, "output": output, "workers": workers, "use_gpu": use_gpu,
              "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr}
     try:
         if config is not None:
@@ -342,15 +346,19 @@ def evaluate(
     split: str = typer.Option("test", help="train, val or test"),
     report: Path = typer.Option(None, help="folder for report.json, confusion.png and attention PNGs"),
     limit: int = typer.Option(None, min=1, help="evaluate only the first N sequences"),
+    classes: str = typer.Option(None, help="comma-separated class names: evaluate only their sequences (e.g. "
+                                "the held-out classes of an unseen-class llm-ar run)"),
 ) -> None:
     """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
     from training.evaluate import evaluate as run_eval
 
     try:
-        result = run_eval(str(checkpoint), str(data), split=split, report=str(report) if report else None, limit=limit)
+        result = run_eval(str(checkpoint), str(data), split=split, report=str(report) if report else None, limit=limit,
+                          classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "auc", "sensitivity", "specificity"]
+    keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "candidates", "auc", "sensitivity",
+            "specificity"]
     out.print_json(data={k: result[k] for k in keys if k in result})
     if report:
         out.print(f"report: {report / 'report.json'}", highlight=False)
@@ -418,6 +426,163 @@ def serve(
         _fail(str(err).strip('"'))
     start(cfg, host=host, port=port, address=address, once=once, say=lambda m: console.print(m, highlight=False),
           show=lambda data: out.print_json(data=data))
+
+
+# --- cluster and jobs (training/cluster.py, training/jobs.py) -------------------------------------------------
+
+cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray head on this machine (token auth, loopback "
+                          "dashboard) for `actionllm submit`.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Ray jobs on a cluster: list, status, logs, stop.")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(jobs_app, name="jobs")
+ADDRESS_HELP = ("the cluster's Ray dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else the local "
+                "cluster of `actionllm cluster up`)")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    port: int = typer.Option(6379, help="GCS port of the head"),
+    dashboard_port: int = typer.Option(8265, help="dashboard + Jobs API port (bound to 127.0.0.1)"),
+    num_cpus: int = typer.Option(None, min=1, help="logical CPUs (default: the machine's)"),
+    num_gpus: int = typer.Option(None, min=0, help="GPUs (default: detected)"),
+    temp_dir: str = typer.Option(None, help="Ray's temp dir, short (default /tmp/actionllm-ray-UID)"),
+    metrics_export_port: int = typer.Option(None, help="Prometheus metrics port of the head (default: a free one)"),
+) -> None:
+    """Start a real Ray head on 127.0.0.1 with token authentication on; `actionllm submit` then finds it."""
+    from training.cluster import up
+
+    try:
+        state = up(port=port, dashboard_port=dashboard_port, num_cpus=num_cpus, num_gpus=num_gpus, temp_dir=temp_dir,
+                   metrics_export_port=metrics_export_port, say=lambda m: console.print(m, highlight=False))
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    console.print(f"Ray head up: dashboard {state['dashboard']} (token: {state['token']}), metrics {state['metrics']}"
+                  f"\n  submit: actionllm submit -- train --config training/configs/demo.yaml --data $PWD/data/demo/"
+                  f"shards --output $PWD/runs/demo\n  stop:   actionllm cluster down", highlight=False)
+    out.print_json(data=state)
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop the head `cluster up` started (only its processes; other Ray instances keep running)."""
+    from training.cluster import down
+
+    if down(say=lambda m: console.print(m, highlight=False)) == 0:
+        console.print("no local cluster was running", highlight=False)
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """The local cluster's addresses and whether its processes are running."""
+    from training.cluster import status
+
+    state = status()
+    if state is None:
+        _fail("no local cluster (start one: actionllm cluster up)", code=1)
+    out.print_json(data=state)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    address: str = typer.Option(None, help=ADDRESS_HELP),
+    ship: str = typer.Option("workdir", help="workdir: this checkout (minus data/, runs/, .venv, .gitignore'd files) | "
+                             "package: the installed actionllm/training/services | none: the cluster's image has it"),
+    requirements: Path = typer.Option(None, help="pinned requirements for the job's own virtualenv, e.g. "
+                                      "constraints.txt (default: the cluster's environment)"),
+    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the job's environment (repeatable)"),
+    num_cpus: float = typer.Option(None, min=0, help="CPUs reserved for the job's driver"),
+    num_gpus: float = typer.Option(None, min=0, help="GPUs reserved for the job's driver"),
+    job_id: str = typer.Option(None, help="submission id (default: Ray makes one)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="follow the logs until the job ends (exit 0 only if "
+                              "it succeeded)"),
+) -> None:
+    """Run any actionllm command as a Ray job on a cluster: `actionllm submit [OPTIONS] -- train --config ...`.
+
+    The job runs `python -m actionllm <command>` in the shipped working directory. Data and outputs must be
+    where the cluster can reach them: s3://, gs:// or absolute paths on shared storage. Token auth: RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+    """
+    from training import jobs
+
+    args = list(ctx.args)
+    try:
+        env_vars = dict(kv.split("=", 1) for kv in env)
+    except ValueError:
+        _fail(f"--env takes KEY=VALUE, got {env}")
+    try:
+        command = jobs.entrypoint(args)
+        root = jobs.project_root() if ship == "workdir" else None
+        renv = jobs.runtime_env(ship, root=root, requirements=requirements, env_vars=env_vars)
+        for warning in jobs.path_warnings(args, root):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        client = jobs.Jobs(address)
+        jid = client.submit(command, renv, num_cpus=num_cpus, num_gpus=num_gpus, submission_id=job_id)
+        console.print(f"submitted {jid} to {client.address}: {command}\n  shipped: {jobs.describe(renv)}\n  follow: "
+                      f"actionllm jobs logs {jid} --follow   stop: actionllm jobs stop {jid}", highlight=False)
+        if not wait:
+            out.print(jid, highlight=False)
+            return
+        status = client.follow(jid, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
+    except jobs.ClusterError as err:
+        _fail(str(err))
+    console.print(f"job {jid}: {status}", highlight=False)
+    raise typer.Exit(0 if status == "SUCCEEDED" else 1)
+
+
+@jobs_app.command("list")
+def jobs_list(address: str = typer.Option(None, help=ADDRESS_HELP)) -> None:
+    """The cluster's jobs, newest first."""
+    from training.jobs import ClusterError, Jobs
+
+    try:
+        rows = Jobs(address).list()
+    except ClusterError as err:
+        _fail(str(err))
+    table = Table("job id", "status", "duration s", "entrypoint", title="jobs")
+    for r in rows:
+        table.add_row(r["job_id"], r["status"], "" if r["duration_s"] is None else str(r["duration_s"]),
+                      r["entrypoint"][:100])
+    out.print(table)
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: str = typer.Argument(...), address: str = typer.Option(None, help=ADDRESS_HELP)) -> None:
+    """One job's status, message, times and entrypoint (JSON)."""
+    from training.jobs import ClusterError, Jobs
+
+    try:
+        out.print_json(data=Jobs(address).status(job_id))
+    except ClusterError as err:
+        _fail(str(err))
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str = typer.Argument(...), address: str = typer.Option(None, help=ADDRESS_HELP),
+              follow: bool = typer.Option(False, "--follow", "-f", help="stream until the job ends")) -> None:
+    """A job's driver output (what `actionllm <command>` printed on the cluster)."""
+    from training.jobs import ClusterError, Jobs
+
+    try:
+        jobs = Jobs(address)
+        if follow:
+            jobs.follow(job_id, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
+        else:
+            sys.stdout.write(jobs.logs(job_id))
+    except ClusterError as err:
+        _fail(str(err))
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: str = typer.Argument(...), address: str = typer.Option(None, help=ADDRESS_HELP)) -> None:
+    """Ask the cluster to stop a job (SIGTERM to its driver, then SIGKILL)."""
+    from training.jobs import ClusterError, Jobs
+
+    try:
+        stopped = Jobs(address).stop(job_id)
+    except ClusterError as err:
+        _fail(str(err))
+    console.print(f"job {job_id}: {'stopping' if stopped else 'already finished'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover

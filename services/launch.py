@@ -71,6 +71,8 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
     import ray
     from ray import serve
 
+    env_address = os.environ.get("RAY_ADDRESS", "")  # the GCS address, set inside a Ray job (`actionllm submit`)
+    address = address or (env_address if env_address and "://" not in env_address else None)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=False,
                  **({} if address else {"num_cpus": max(os.cpu_count() or 1, 4)}))

@@ -26,6 +26,8 @@ WINDOW_COLUMNS = ("sample_id", "source_id", "window_start", "label", "split", "l
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool | None = None) -> None:
     """Connect to `address` (or RAY_ADDRESS), or start an embedded local Ray. Progress bars are off when
     stderr is not a terminal (CI logs), on for people."""
+    env_address = os.environ.get("RAY_ADDRESS", "")  # the GCS address, set inside a Ray job (`actionllm submit`)
+    address = address or (env_address if env_address and "://" not in env_address else None)
     if not ray.is_initialized():
         # An embedded Ray gets its dashboard (bound to loopback): it serves the State API, which Ray Train's
         # PlacementGroupCleaner needs to see that a controller died. Without it, every trial that Tune stops

@@ -17,6 +17,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from actionllm import storage
 from actionllm.recipes import get_recipe
 from actionllm.skeleton.shards import Manifest, shard_files
 from actionllm.skeleton.transforms import window_starts
@@ -24,6 +25,8 @@ from actionllm.skeleton.transforms import window_starts
 from .config import TrainConfig
 from .data import init_ray, window_dataset
 from .loop import train_loop_per_worker
+from .run_storage import checkpoint_path, publish, with_run_dir
+from .telemetry import TrainMetricsExporter
 
 
 def count_windows(data: str, split: str, window: int | None, stride: int | None,
@@ -133,10 +136,10 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     if val_windows < tc.workers:
         raise ValueError(f"{tc.data}: {val_windows} validation windows for {tc.workers} workers; "
                          "prepare with a larger --val-fraction")
-    out = Path(tc.output).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    remote = tc.output if storage.is_uri(tc.output) else None  # s3:// gs:// file://: see training/run_storage.py
+    out = storage.local_run_dir(tc.output)
     tc = tc.model_copy(update={"output": str(out), "recipe_config": recipe_cfg.model_dump(mode="json")})
-    (out / "train_config.json").write_text(tc.model_dump_json(indent=2) + "\n")
+    (out / "train_config.json").write_text(tc.model_copy(update={"output": remote or str(out)}).model_dump_json(indent=2) + "\n")
     # An embedded local Ray gets logical CPUs for the trainer's workers plus the data pipeline's tasks
     # (read, windows, tokeniser actors): with only physical cores the pipeline would wait forever.
     init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
@@ -144,17 +147,17 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     datasets = {s: encoded(tc.data, s, recipe, recipe_cfg, manifest.layout, manifest.dims, tc.workers, exclude)
                 for s in ("train", "val")}
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        with_run_dir(train_loop_per_worker),
         train_loop_config={"train": tc.model_dump(mode="json"),
                            "dataset": {"class_names": manifest.class_names, "layout": manifest.layout,
                                        "dims": manifest.dims, "train_windows": train_windows,
                                        "class_counts": class_counts}},
         scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
-        run_config=RunConfig(name="train", storage_path=str(out / "ray"),
+        run_config=RunConfig(name="train", storage_path=checkpoint_path(remote, out),
                              checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep),
                              failure_config=FailureConfig(max_failures=tc.max_failures),
-                             callbacks=callbacks or None),
+                             callbacks=[*(callbacks or []), TrainMetricsExporter(Path(remote or out).name, tc.recipe)]),
         datasets=datasets,
     )
     result = trainer.fit()
@@ -168,4 +171,4 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     summary = {"recognizer": str(final), "checkpoint": result.checkpoint.path, "metrics": metrics,
                "train_windows": train_windows, "val_windows": val_windows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return publish(out, remote, summary) if remote else summary

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from .. import storage
 from .sequence import SkeletonSequence
 
 CONVERTER_VERSION = "1"
@@ -73,10 +74,11 @@ class Manifest(BaseModel):
 
     @classmethod
     def read(cls, folder: str | Path) -> Manifest:
-        path = Path(folder) / MANIFEST
-        if not path.exists():
+        """From a local folder or a storage URI (s3://, gs://, file://; see actionllm/storage.py)."""
+        path = storage.join(folder, MANIFEST)
+        if not storage.exists(path):
             raise FileNotFoundError(f"{folder} is not a shard folder: {MANIFEST} is missing (run `actionllm prepare`)")
-        return cls.model_validate_json(path.read_text())
+        return cls.model_validate_json(storage.read_text(path))
 
 
 # --- rows <-> sequences -------------------------------------------------------------------------------------
@@ -167,8 +169,12 @@ def write_shards(seqs: Iterable[SkeletonSequence], folder: str | Path, split: st
     return writer.close()
 
 
-def shard_files(folder: str | Path) -> list[Path]:
-    files = sorted(Path(folder).glob("part-*.parquet"))
+def shard_files(folder: str | Path) -> list[Path] | list[str]:
+    """The shard files of a folder: Paths for a local folder, URIs (str) for a storage URI."""
+    if storage.is_uri(folder):
+        files = storage.list_files(folder, "part-*.parquet")
+    else:
+        files = sorted(Path(folder).glob("part-*.parquet"))
     if not files:
         raise FileNotFoundError(f"no shards (part-*.parquet) in {folder}")
     return files
