@@ -229,7 +229,7 @@ class Ingress:
                     raise ApiError(503, "recognizer unavailable", None, f"{type(err).__name__}; retry later") from None
         raise AssertionError("unreachable")
 
-    @api.post("/v1/recognize", response_model=RecognizeResponse, responses=ERRORS)
+    @api.post("/v1/recognize", response_model=RecognizeResponse, response_model_exclude_none=True, responses=ERRORS)
     async def recognize(self, body: RecognizeRequest, request: Request) -> RecognizeResponse:
         t0 = time.perf_counter()
         model = self.resolve(body.model, request.headers.get(MODEL_HEADER))

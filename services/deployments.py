@@ -134,7 +134,9 @@ def recognizer_server(max_models: int):
                     results[i] = {"probabilities": out["probabilities"][s:s + n],
                                   "frame_weights": out["frame_weights"][s:s + n],
                                   "joint_weights": out["joint_weights"][s:s + n],
-                                  "joint_names": out["joint_names"]}
+                                  "joint_names": out["joint_names"],
+                                  # per-window extras a recipe returns (llm-ar: the LLM's generated text)
+                                  **{k: out[k][s:s + n] for k in ("generated",) if k in out}}
                     s += n
             return results, counts
 

@@ -62,6 +62,30 @@ def tiny_recognizers(tmp_path_factory, data_root) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_llm_ar(tmp_path_factory, data_root) -> Path:
+    """An llm-ar recognizer folder for MSR Action3D on the tiny base: a small random VQ-VAE, random LoRA."""
+    import torch
+
+    from actionllm.bridges.action_vqvae import ActionVQVAE
+    from actionllm.llm_ar import LLMARRecognizer
+    from actionllm.recipes import get_recipe
+    from actionllm.skeleton.formats import get_reader
+
+    classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names
+    cfg = {"backbone": {"name_or_path": "tiny"}, "clip": {"frames": 16}, "max_new_tokens": 3,
+           "vqvae": {"codebook_size": 16, "hidden": 16, "mmd": False}, "lora": {"r": 4, "alpha": 8}}
+    torch.manual_seed(7)
+    vq = ActionVQVAE(60, 64, get_recipe("llm-ar").config(cfg).vqvae)
+    rec = LLMARRecognizer(cfg, classes, "kinect20", 3, vqvae=vq, seed=3)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for n, p in rec.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return rec.save(tmp_path_factory.mktemp("recognizers") / "llmar")
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (for a service under test)."""
     import socket

@@ -252,7 +252,8 @@ class ActionVQVAE(nn.Module):
         else:
             self.usage_ema.mul_(decay).add_(counts, alpha=1 - decay)
         self._steps += 1
-        dead = self.usage_ema < self.cfg.reset_below * self.usage_ema.mean()
+        threshold = self.cfg.reset_below * self.usage_ema.mean()
+        dead = self.usage_ema < threshold
         n = int(dead.sum())
         if n:
             recent = self._recent
@@ -262,7 +263,8 @@ class ActionVQVAE(nn.Module):
             if distributed:
                 dist.broadcast(new, 0)
             self.codebook.data[dead] = new.to(self.codebook.dtype)
-            self.usage_ema[dead] = self.usage_ema.mean()
+            # at the threshold (T2M-GPT's reset): a restarted code that wins no token next step moves again
+            self.usage_ema[dead] = threshold
         self._counts = None
         return n
 

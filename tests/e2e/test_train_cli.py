@@ -59,6 +59,7 @@ def test_train_refuses_bad_config(tmp_path):
 def test_recipes_lists_both():
     proc = run("recipes")
     assert "joints-llm" in proc.stdout and "stgcn" in proc.stdout and "--frames" in proc.stdout
+    assert "llm-ar" in proc.stdout
 
 
 def test_stgcn_through_the_same_commands(tmp_path):
@@ -80,3 +81,42 @@ def test_stgcn_through_the_same_commands(tmp_path):
     (pred,) = json.loads(run("predict", "--checkpoint", runs / "recognizer", "--input", tmp_path / "clip",
                              "--format", "coco-keypoints").stdout)
     assert pred["label"] in synth_gait.CLASS_NAMES and pred["windows"] == 1  # stgcn reads the whole sequence
+
+
+LLM_AR_YAML = """
+recipe: llm-ar
+workers: 1
+recipe_config:
+  backbone: {name_or_path: tiny}
+  clip: {frames: 16}
+  vqvae: {codebook_size: 16, hidden: 16}
+  lora: {r: 4, alpha: 8}
+  max_new_tokens: 2
+stages:
+  tokenizer: {epochs: 2, batch_size: 4, eval_every: 1}
+  llm: {epochs: 1, max_steps: 2, batch_size: 2}
+"""
+
+
+def test_llm_ar_both_stages_through_the_cli_then_evaluate(tmp_path):
+    """llm-ar: the action VQ-VAE stage then the LoRA LLM stage in one `train`, through the shared loop, each
+    checkpointed with its metrics; evaluate reads the final folder unchanged; misuse is refused clearly."""
+    shards, runs, cfg = tmp_path / "shards", tmp_path / "run", tmp_path / "llm-ar.yaml"
+    cfg.write_text(LLM_AR_YAML)
+    run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
+    proc = run("train", "--config", cfg, "--stage", "llm", "--data", shards, "--output", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "train --stage tokenizer first" in proc.stderr
+    run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
+    summary = json.loads((runs / "summary.json").read_text())
+    tok, llm = summary["stages"]["tokenizer"]["metrics"], summary["stages"]["llm"]["metrics"]
+    assert tok["epoch"] == 1 and {"train_codebook_usage", "train_codebook_perplexity", "train_zipf_js",
+                                  "val_recon_error", "val_codebook_usage"} <= set(tok)
+    assert "val_accuracy" in llm and llm["step"] == 2 and "train_accuracy" not in llm  # generative in training
+    assert json.loads((runs / "tokenizer" / "recognizer" / "config.json").read_text())["stage"] == "tokenizer"
+    final = json.loads((runs / "recognizer" / "config.json").read_text())
+    assert final["stage"] == "llm" and (runs / "recognizer" / "vqvae.safetensors").is_file()
+    assert (runs / "recognizer" / "adapter_model.safetensors").is_file()
+    proc = run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards)
+    assert '"top1"' in proc.stdout
+    proc = run("evaluate", "--checkpoint", runs / "tokenizer" / "recognizer", "--data", shards, check=False)
+    assert proc.returncode == 2 and "tokenizer" in proc.stderr and "<run>/recognizer" in proc.stderr

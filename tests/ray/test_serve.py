@@ -33,7 +33,7 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def service(ray_local, tiny_recognizers, monkeypatch_module):
+def service(ray_local, tiny_recognizers, tiny_llm_ar, monkeypatch_module):
     from ray import serve
 
     from services.app import ServeConfig, build_app
@@ -41,7 +41,8 @@ def service(ray_local, tiny_recognizers, monkeypatch_module):
     monkeypatch_module.setenv("ACTIONLLM_API_KEY", KEY)  # read by build_app (its digest goes to the ingress)
     port = free_port()
     cfg = ServeConfig.model_validate({
-        "models": [{"name": n, "path": str(p)} for n, p in tiny_recognizers.items()],
+        "models": [*({"name": n, "path": str(p)} for n, p in tiny_recognizers.items()),
+                   {"name": "llmar", "path": str(tiny_llm_ar)}],
         "max_models_per_replica": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "num_cpus": 0.5,
         "max_frames": 500, "max_body_bytes": 1 << 20,
         "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
@@ -108,7 +109,7 @@ def test_valid_request_every_field_and_same_answer_as_in_process(service, body, 
 def test_models_healthz_docs(service):
     url, _ = service
     models = httpx.get(f"{url}/v1/models", headers=AUTH).json()
-    assert [m["name"] for m in models] == ["alpha", "beta", "gamma"]
+    assert [m["name"] for m in models] == ["alpha", "beta", "gamma", "llmar"]
     assert models[0]["window"] == 12 and models[0]["stride"] == 6 and models[0]["layout"] == "kinect20"
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/docs").status_code == 200
@@ -356,3 +357,22 @@ def test_web_page_in_headless_chromium(service, body, tmp_path):
         assert "not JSON" in browser.find_element(By.ID, "status").text
     finally:
         browser.quit()
+
+
+def test_llm_ar_recognizer_is_served_with_no_code_of_its_own(service, body, tiny_llm_ar):
+    """A generative recognizer (llm-ar) through the same endpoint: scores from the names' likelihoods, the
+    LLM's own words per window, and the same answer as in-process."""
+    from actionllm.inference import recognize
+    from actionllm.recognizer import load_recognizer
+
+    url, _ = service
+    payload, seq = body
+    r = post(url, {**payload, "model": "llmar"})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["model"] == "llmar" and len(a["windows"]) == 1  # the whole sequence is one clip
+    assert isinstance(a["windows"][0]["generated"], str)
+    local = recognize(load_recognizer(tiny_llm_ar), seq)
+    assert a["label"] == local["label"] and a["windows"][0]["generated"] == local["windows"][0]["generated"]
+    np.testing.assert_allclose([a["probabilities"][c] for c in local["probabilities"]],
+                               list(local["probabilities"].values()), atol=1e-4)
