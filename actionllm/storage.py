@@ -37,7 +37,7 @@ def resolve(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(path).resolve())
     try:
         return pafs.FileSystem.from_uri(str(path))
-    except (pafs.ArrowInvalid, OSError) as err:  # ArrowInvalid: unknown scheme; OSError: e.g. no region/credentials
+    except (ValueError, OSError) as err:  # ArrowInvalid (a ValueError): unknown scheme; OSError: e.g. no credentials
         raise ValueError(f"{path}: cannot open this storage URI ({err})") from None
 
 

@@ -161,7 +161,7 @@ def _wait_gone(procs: list, timeout: float) -> list:
     return alive
 
 
-def down(grace_s: float = 15.0, say=print) -> int:
+def down(grace_s: float = 5.0, say=print) -> int:
     """SIGTERM this head's processes, SIGKILL what is left after `grace_s`; remove the state file. Returns how
     many processes were stopped (0 when none was running)."""
     import psutil
