@@ -114,6 +114,31 @@ def test_wrong_or_missing_token_is_refused_clearly(cluster, tmp_path):
     assert proc.returncode == 2 and "requires an authentication token and none was sent" in " ".join(proc.stderr.split())
 
 
+def test_submit_a_search_then_stop_it(cluster, tmp_path):
+    """The README's search submission: its trials start on the cluster (the space passed validation), then
+    `jobs stop` ends it (a full search is tests/ray/test_tune.py's business)."""
+    env = cluster["env"]
+    actionllm("synth-gait", "--out", tmp_path / "shards", "--subjects", 6, "--per-subject", 1, "--seconds", 2,
+              "--val-fraction", 0.3, env=env)
+    proc = actionllm("submit", "--no-wait", "--", "tune", "--recipe", "joints-llm", "--data", tmp_path / "shards",
+                     "--backbone", "tiny", "--samples", 4, "--max-concurrent", 2, "--max-steps", 10, "--output",
+                     tmp_path / "search", env=env)
+    job_id = proc.stdout.split()[-1]
+    assert job_id.startswith("raysubmit_"), proc.stdout
+    deadline, logs, status = time.time() + 240, "", "PENDING"
+    while time.time() < deadline and "[tune]" not in logs and status in ("PENDING", "RUNNING"):
+        time.sleep(3)
+        status = json.loads(actionllm("jobs", "status", job_id, env=env).stdout)["status"]
+        logs = actionllm("jobs", "logs", job_id, env=env).stdout
+    assert "[tune]" in logs and status == "RUNNING", (status, logs[-3000:])
+    assert "stopping" in actionllm("jobs", "stop", job_id, env=env).stderr
+    deadline = time.time() + 60
+    while time.time() < deadline and status != "STOPPED":
+        time.sleep(2)
+        status = json.loads(actionllm("jobs", "status", job_id, env=env).stdout)["status"]
+    assert status == "STOPPED"
+
+
 def test_cluster_down_stops_this_head_only(cluster):
     import psutil
 
