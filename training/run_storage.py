@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from pathlib import Path
 
 from actionllm import storage
@@ -33,9 +34,10 @@ def checkpoint_path(remote: str | None, out: Path) -> str:
 
 
 def publish(out: Path, remote: str, summary: dict) -> dict:
-    """Upload the staged run folder to `remote`; the returned summary names the uploaded recognizer."""
-    summary = {**summary, "recognizer": storage.join(remote, "recognizer"), "output": remote,
-               "staging": str(out)}
+    """Upload the staged run folder to `remote` and remove the staging copy; the returned summary names the
+    uploaded recognizer."""
+    summary = {**summary, "recognizer": storage.join(remote, "recognizer"), "output": remote}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     storage.upload_dir(out, remote)
+    shutil.rmtree(out, ignore_errors=True)
     return summary

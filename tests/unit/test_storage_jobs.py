@@ -66,7 +66,7 @@ def test_run_folder_staged_and_uploaded(tmp_path):
     summary = publish(out, dest, {"recognizer": str(out / "recognizer")})
     assert summary["recognizer"] == f"{dest}/recognizer"
     assert json.loads((tmp_path / "bucket/run/summary.json").read_text())["recognizer"] == f"{dest}/recognizer"
-    assert (tmp_path / "bucket/run/recognizer/config.json").read_text() == "{}"
+    assert (tmp_path / "bucket/run/recognizer/config.json").read_text() == "{}" and not out.exists()
     assert checkpoint_path(dest, out) == f"{dest}/ray" and checkpoint_path(None, tmp_path) == str(tmp_path / "ray")
     assert storage.local_run_dir(tmp_path / "local") == (tmp_path / "local").resolve()
 
