@@ -103,6 +103,10 @@ class LLMARRecognizer(RecognizerBase):
             if meta["layout"] != layout or int(meta["dims"]) != self.dims:
                 raise ValueError(f"{self.cfg.tokenizer}: the VQ-VAE reads {meta['layout']}/{meta['dims']}D, "
                                  f"the data is {layout}/{dims}D")
+        features = self.cfg.clip.max_bodies * get_layout(layout).num_joints * self.dims
+        if vqvae.features != features:
+            raise ValueError(f"the VQ-VAE reads {vqvae.features} features per frame but clip.max_bodies "
+                             f"{self.cfg.clip.max_bodies} x {get_layout(layout).num_joints} joints x {dims}D is {features}")
         self.vqvae = vqvae.requires_grad_(False).eval()
         if model is None:
             model, tokenizer = load_backbone(self.cfg.backbone, device=device, seed=seed)

@@ -73,7 +73,7 @@ def tiny_llm_ar(tmp_path_factory, data_root) -> Path:
     from actionllm.skeleton.formats import get_reader
 
     classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names
-    cfg = {"backbone": {"name_or_path": "tiny"}, "clip": {"frames": 16}, "max_new_tokens": 3,
+    cfg = {"backbone": {"name_or_path": "tiny"}, "clip": {"frames": 16, "max_bodies": 1}, "max_new_tokens": 3,
            "vqvae": {"codebook_size": 16, "hidden": 16, "mmd": False}, "lora": {"r": 4, "alpha": 8}}
     torch.manual_seed(7)
     vq = ActionVQVAE(60, 64, get_recipe("llm-ar").config(cfg).vqvae)

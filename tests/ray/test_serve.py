@@ -339,7 +339,7 @@ def test_web_page_in_headless_chromium(service, body, tmp_path):
         browser.get(url + "/")
         browser.find_element(By.ID, "key").send_keys(KEY + "\t")  # the service has a key: the page sends it
         wait = WebDriverWait(browser, 120)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 3)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 4)
         Select(browser.find_element(By.ID, "model")).select_by_value("beta")
         browser.find_element(By.ID, "file").send_keys(str(good))
         result = wait.until(lambda b: b.execute_script("return window.lastResult"))
