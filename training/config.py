@@ -91,5 +91,10 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        data.update(given)
+        if isinstance(data.get("stages"), dict):  # a flag wins over the file's per-stage values too
+            for values in data["stages"].values():
+                if isinstance(values, dict):
+                    values.update({k: v for k, v in given.items() if k not in ("recipe", "data", "output", "stage")})
         return cls.model_validate(data)

@@ -97,6 +97,9 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     recipe = get_recipe(tc.recipe)
     if len(recipe.stages) == 1:
         return _run_stage(tc, address, callbacks)
+    if storage.is_uri(tc.output):
+        raise ValueError(f"--output {tc.output}: a multi-stage recipe ({recipe.name}) writes to a local or shared-"
+                         "filesystem folder for now (its second stage reads the first stage's folder as a path)")
     out = Path(tc.output).resolve()
     stages = [tc.stage] if tc.stage else list(recipe.stages)
     summaries = {}

@@ -232,3 +232,21 @@ def test_llm_ar_folder_round_trips(tmp_path):
     assert np.allclose(before["probabilities"], after["probabilities"], atol=1e-5)
     assert before["generated"] == after["generated"] and len(after["action_tokens"][0]) == 8
     assert np.allclose(after["probabilities"].sum(1), 1.0, atol=1e-5)
+
+
+def test_stage_configs_precedence_and_refusals(tmp_path):
+    from training.config import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("recipe: llm-ar\nworkers: 2\nstages:\n  llm: {epochs: 2}\n")
+    tc = TrainConfig.from_yaml(path, data="d", output="o")
+    tok, llm = tc.for_stage("tokenizer", "o/tokenizer"), tc.for_stage("llm", "o")
+    assert (tok.stage, tok.lr, tok.epochs, tok.workers) == ("tokenizer", 2e-4, 30, 2)  # recipe stage defaults
+    assert (llm.lr, llm.epochs, llm.output) == (3e-3, 2, "o")  # the file's stages: block wins over defaults
+    assert TrainConfig.from_yaml(path, data="d", output="o", epochs=5).for_stage("llm", "o").epochs == 5  # a flag wins
+    with pytest.raises(ValueError, match="has no stage 'vision'"):
+        TrainConfig.model_validate({"recipe": "llm-ar", "data": "d", "output": "o", "stage": "vision"})
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.model_validate({"recipe": "llm-ar", "data": "d", "output": "o", "stages": {"llm": {"epoch": 1}}})
+    with pytest.raises(ValueError, match="has no stage"):
+        TrainConfig.model_validate({"recipe": "stgcn", "data": "d", "output": "o", "stage": "llm"})
