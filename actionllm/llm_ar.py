@@ -220,7 +220,9 @@ class LLMARRecognizer(RecognizerBase):
                  else torch.ones(len(labels), device=vec.device))
             loss = (w * nll).sum() / (w * ntok).sum()
             return {"loss": loss, "logits": None}
-        cands = self.scorer.eval_candidates
+        # validation during training (labels given) scores the training classes; evaluation and serving
+        # (predict_windows) the eval candidates: the held-out classes of an unseen-class run, else all
+        cands = self.scorer.train_candidates if labels is not None else self.scorer.eval_candidates
         scores, tok_logp = self.score_classes(vec, cands)
         out = {"logits": scores}
         if labels is not None:  # the generative loss of the true names (the candidates' rows that match)

@@ -210,10 +210,13 @@ def test_unseen_class_protocol_candidates_and_prompt():
     pre, post = rec.scorer.prompt_halves(rec.candidates)
     assert rec.tokenizer.decode(post).strip() == ", please predict the corresponding action from bend, clap."
     rec.eval()
+    x = torch.randn(2, 1, 32, 20, 3)
     with torch.no_grad():
-        out = rec(torch.randn(2, 1, 32, 20, 3), labels=torch.tensor([2, 3]))
-    assert out["logits"].shape == (2, 4) and bool((out["logits"][:, :2] < -1e3).all())  # only candidates
-    assert torch.isfinite(out["loss"])
+        val = rec(x, labels=torch.tensor([0, 1]))  # validation in training: the seen classes
+        probs = rec.predict_windows([np.random.default_rng(0).normal(size=(1, 30, 20, 3)).astype(np.float32)])
+    assert val["logits"].shape == (2, 4) and bool((val["logits"][:, 2:] < -1e3).all()) and val["loss"] > 0
+    p = probs["probabilities"][0]
+    assert p[:2].sum() < 1e-6 and p[2:].sum() == pytest.approx(1.0, abs=1e-5)  # evaluation: held-out only
 
 
 def test_llm_ar_folder_round_trips(tmp_path):
