@@ -60,8 +60,16 @@ class LabelScorer:
         self.train_candidates = [i for i, c in enumerate(self.class_names) if c not in held]
         self.eval_candidates = ([i for i, c in enumerate(self.class_names) if c in held] if held
                                 else list(range(len(self.class_names))))
+        self._halves: dict[tuple[int, ...], tuple[list[int], list[int]]] = {}
 
     def prompt_halves(self, candidates: list[int]) -> tuple[list[int], list[int]]:
+        """Token ids before and after [tokens] (tokenised once per candidate set: this runs every forward)."""
+        key = tuple(candidates)
+        if key not in self._halves:
+            self._halves[key] = self._tokenise_halves(candidates)
+        return self._halves[key]
+
+    def _tokenise_halves(self, candidates: list[int]) -> tuple[list[int], list[int]]:
         text = self.cfg.list_prompt if self.cfg.list_candidates else self.cfg.prompt
         text = text.replace("[list]", ", ".join(class_text(self.class_names[i]) for i in candidates))
         pre, post = text.split("[tokens]")
@@ -144,11 +152,10 @@ class LLMARRecognizer(RecognizerBase):
         """[B, L0, d]: embedded instruction with the action sentence at [tokens]."""
         emb = self.llm.get_input_embeddings()
         pre, post = self.scorer.prompt_halves(candidates)
-        dev = vec.device
-        parts = [emb(torch.tensor(pre, device=dev, dtype=torch.long)), None,
-                 emb(torch.tensor(post, device=dev, dtype=torch.long))]
         b = vec.shape[0]
-        return torch.cat([parts[0].expand(b, -1, -1), vec, parts[2].expand(b, -1, -1)], 1)
+        pre_e, post_e = (emb(torch.tensor(ids, device=vec.device, dtype=torch.long)).expand(b, -1, -1)
+                         for ids in (pre, post))
+        return torch.cat([pre_e, vec, post_e], 1)
 
     def _decoder(self):
         return unwrap(self.llm).get_decoder()
