@@ -64,3 +64,20 @@ def recognize(rec, seq: SkeletonSequence, batch_size: int = 8) -> dict:
     wins, starts = cut(seq, rec.window, rec.stride)
     out = rec.predict_windows(wins, batch_size=batch_size)
     return {**aggregate(out, starts, seq.num_frames, rec.window, rec.class_names), "tokens": int(out.get("tokens", 0))}
+
+
+def predict_items(rec, items) -> list[dict]:
+    """A reader's items (sequences, or rejections) -> one answer or error per item, in order (`actionllm predict`).
+    A sequence in another layout than the recognizer's stops with its name."""
+    results = []
+    for item in items:
+        problem = getattr(item, "reason", None) if not isinstance(item, SkeletonSequence) else item.problem()
+        if problem is not None:
+            results.append({"sample_id": item.sample_id, "error": problem})
+            continue
+        if item.layout != rec.layout:
+            raise ValueError(f"{item.sample_id}: layout {item.layout!r}, the recognizer reads {rec.layout!r}")
+        answer = recognize(rec, item)
+        results.append({"sample_id": item.sample_id, "label": answer["label"],
+                        "probabilities": answer["probabilities"], "windows": len(answer["windows"])})
+    return results

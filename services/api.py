@@ -30,7 +30,7 @@ from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actionllm.inference import aggregate, cut
-from actionllm.recognizer import read_config
+from actionllm.contract import read_config
 from actionllm.skeleton.layouts import get_layout
 
 from .metrics import EventBuffer

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actionllm.recognizer import read_config
+from actionllm.contract import read_config
 
 from .api import Ingress, key_digest
 from .deployments import MetricsCollector, recognizer_server

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from ray import serve
 
-from actionllm.recognizer import load_recognizer
+from actionllm.methods import load_recognizer
 
 from .metrics import EventBuffer, ServiceMetrics
 

@@ -8,7 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from actionllm.recipes import get_recipe
+import actionllm.methods  # noqa: F401  (registers every method's recipe)
+from actionllm.registry import check_path, deep_merge, get_recipe, parse_assignment, set_path
 
 
 class TrainConfig(BaseModel):
@@ -18,11 +19,12 @@ class TrainConfig(BaseModel):
     recipe: str = "joints-llm"
     data: str = Field(..., description="shard folder written by `actionllm prepare` / `synth-gait`")
     output: str = Field(..., description="run folder: checkpoints, metrics.jsonl, recognizer/")
-    recipe_config: dict = Field(default_factory=dict, description="the recipe's own config (see recipes.py)")
-    stage: str | None = Field(None, description="multi-stage recipes (llm-ar: tokenizer, llm): train this stage "
+    recipe_config: dict = Field(default_factory=dict, description="the recipe's own config (its method's "
+                                "config.py, e.g. actionllm/methods/joints_llm/config.py)")
+    stage: str | None = Field(None, description="multi-stage recipes (llm-ar: vqvae, llm): train this stage "
                               "only; None = every stage in order")
     stages: dict[str, dict] = Field(default_factory=dict, description="per-stage TrainConfig values, e.g. "
-                                    "{tokenizer: {epochs: 30, lr: 2e-4}, llm: {epochs: 3}}")
+                                    "{vqvae: {epochs: 30, lr: 2e-4}, llm: {epochs: 3}}")
     workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -49,14 +51,22 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _recipe_defaults(cls, data):
+    def _known_recipe(cls, data):
         if isinstance(data, dict):
             try:
-                defaults = get_recipe(data.get("recipe", "joints-llm")).train_defaults
+                get_recipe(data.get("recipe", "joints-llm"))
             except KeyError as err:
                 raise ValueError(str(err).strip('"')) from None
-            data = {**defaults, **data}
         return data
+
+    @model_validator(mode="after")
+    def _recipe_defaults(self):
+        """The recipe's train_defaults fill the fields the user left out, without counting as set by the user
+        (so that a stage's defaults still beat them in `for_stage`)."""
+        for key, value in get_recipe(self.recipe).train_defaults.items():
+            if key not in self.model_fields_set:
+                self.__dict__[key] = value
+        return self
 
     @model_validator(mode="after")
     def _stages(self):
@@ -77,10 +87,36 @@ class TrainConfig(BaseModel):
         """This config for one stage of a multi-stage recipe: the recipe's stage defaults for values the user
         did not set, then the user's `stages.<stage>` values, writing to `output`."""
         defaults = get_recipe(self.recipe).stage_defaults.get(stage, {})
-        update = {k: v for k, v in defaults.items() if k not in self.model_fields_set}
-        update.update(self.stages.get(stage, {}))
-        data = {**self.model_dump(), **update, "stage": stage, "output": output}
+        data = {k: getattr(self, k) for k in self.model_fields_set}  # what the user set
+        data.update({k: v for k, v in defaults.items() if k not in self.model_fields_set})
+        data.update(self.stages.get(stage, {}))
+        data.update({"recipe": self.recipe, "data": self.data, "stage": stage, "output": output,
+                     "recipe_config": self.recipe_config})
         return type(self).model_validate(data)
+
+    def with_settings(self, assignments: list[str]) -> TrainConfig:
+        """`--set dotted.path=value` (repeatable): a TrainConfig field (lr=1e-3, stages.llm.epochs=2) or a field
+        of the recipe's config (bridge.window=12, or recipe_config.bridge.window=12). An unknown path is refused,
+        naming it."""
+        top, recipe_cfg = self.model_dump(exclude_unset=True), dict(self.recipe_config)
+        config_cls = get_recipe(self.recipe).config_cls
+        for text in assignments:
+            path, value = parse_assignment(text)
+            if path.startswith("recipe_config."):
+                path = path.removeprefix("recipe_config.")
+            elif path.split(".")[0] in type(self).model_fields:
+                if path.split(".")[0] in ("recipe", "recipe_config"):
+                    raise ValueError(f"--set {path}: set the recipe with --recipe, its config with dotted paths")
+                check_path(type(self), path, "the training config")
+                set_path(top, path, value)
+                continue
+            check_path(config_cls, path, f"recipe {self.recipe!r}'s config ({config_cls.__name__})")
+            set_path(recipe_cfg, path, value)
+        return type(self).model_validate({**top, "recipe": self.recipe, "recipe_config": recipe_cfg})
+
+    def with_recipe_config(self, overrides: dict) -> TrainConfig:
+        """This config with `overrides` merged into recipe_config (nested dicts key by key)."""
+        return self.model_copy(update={"recipe_config": deep_merge(self.recipe_config, overrides)})
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:

@@ -1,5 +1,5 @@
 """One `train_loop_per_worker` for every recipe: the loop knows recipes only through the registry and the
-recognizer contract (actionllm.recognizer.RecognizerBase: forward, collate_fn, param_groups, load_weights,
+recognizer contract (actionllm.contract.RecognizerBase: forward, collate_fn, param_groups, load_weights,
 save). Checkpoint every epoch (recognizer folder + optimiser/scheduler state), resume from
 the latest after a worker-group restart, metrics per step on rank 0."""
 
@@ -21,8 +21,8 @@ import torch.distributed as dist
 from ray.data.collate_fn import NumpyBatchCollateFn
 from transformers import get_cosine_schedule_with_warmup
 
-from actionllm.recipes import get_recipe
-from actionllm.recognizer import RecognizerBase
+from actionllm.contract import RecognizerBase
+from actionllm.registry import get_recipe
 
 from .config import TrainConfig
 
@@ -80,7 +80,7 @@ def _reduce_stats(acc: dict) -> dict:
 
 def evaluate_shard(model, shard, batch_size: int, collate_fn, device) -> dict:
     """Window loss/accuracy on this worker's shard, summed over workers (+ the recognizer's own summary of
-    its `stats`, prefixed val_). A recognizer without logits (a tokenizer stage) reports no accuracy."""
+    its `stats`, prefixed val_). A recognizer without logits (a VQ-VAE stage) reports no accuracy."""
     model.eval()
     loss_sum, correct, total, stats, has_logits = 0.0, 0.0, 0.0, {}, False
     with torch.no_grad():
@@ -146,7 +146,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(tc.seed)
     device = ray.train.torch.get_device()
     rec = get_recipe(tc.recipe).recognizer_cls(tc.stage)(tc.recipe_config, ds_meta["class_names"], ds_meta["layout"],
-                                                 ds_meta["dims"], recipe=tc.recipe, seed=tc.seed)
+                                                         ds_meta["dims"], seed=tc.seed)
     steps_per_epoch = max(1, math.ceil(ds_meta["train_windows"] / world / tc.batch_size / tc.grad_accum))
     if tc.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tc.max_steps_per_epoch)
@@ -185,7 +185,7 @@ def train_loop_per_worker(config: dict) -> None:
             tokens += _unwrap(model).count_tokens(batch)
             samples += len(batch["labels"])
             run_loss += float(out["loss"]) * len(batch["labels"])
-            if out.get("logits") is not None:  # a generative/tokenizer stage may not score classes in training
+            if out.get("logits") is not None:  # a generative/VQ-VAE stage may not score classes in training
                 run_correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
             run_n += len(batch["labels"])
             _add_stats(stats, out)

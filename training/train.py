@@ -18,7 +18,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from actionllm import storage
-from actionllm.recipes import get_recipe
+from actionllm.registry import get_recipe
 from actionllm.skeleton.shards import Manifest, shard_files
 from actionllm.skeleton.transforms import window_starts
 
@@ -55,43 +55,43 @@ def held_out_labels(recipe_cfg, class_names: list[str]) -> frozenset[int]:
     return frozenset(class_names.index(c) for c in held)
 
 
-def encoded(data: str, split: str, recipe, recipe_cfg, layout: str, dims: int, workers: int,
-            exclude: frozenset[int] = frozenset()):
-    """Windows of one split -> the recipe's encoder (actors: one tokenizer each for LLM recipes); the train
-    split's encoder augments when the recipe's config switches augmentation on (fresh OS entropy per actor:
-    the pipeline re-runs every epoch, so a fixed seed would repeat the same draws)."""
+def preprocessed(data: str, split: str, recipe, recipe_cfg, stage: str | None, layout: str, dims: int,
+                 workers: int, exclude: frozenset[int] = frozenset()):
+    """Windows of one split -> the stage's preprocessor (Joint2Text + tokenisation, clips, ...), run in Ray tasks
+    (one preprocessor per worker process and configuration). The train split augments when the recipe's config
+    switches augmentation on (fresh OS entropy: the pipeline re-runs every epoch, so a fixed seed would repeat
+    the same draws)."""
     window, stride = recipe_cfg.windowing()
-    train = split == "train"
-    kwargs = {"config": recipe_cfg.model_dump(), "layout": layout, "dims": dims, "recipe": recipe.name, "train": train}
-    windows = window_dataset(data, window, stride, split, shuffle=train)
+    windows = window_dataset(data, window, stride, split, shuffle=split == "train")
     if exclude:
         windows = windows.filter(lambda row: int(row["label"]) not in exclude)
-    if recipe.encoder_compute == "tasks":
-        # at most one encoding task per Train worker at a time: every extra parallel task can start a fresh
-        # Ray worker process (torch + transformers imports), which on a few cores costs more than it gains
-        return windows.map_batches(encode_in_task, fn_kwargs={"recipe": recipe.name, "kwargs": kwargs}, batch_size=16,
-                                   compute=ray.data.TaskPoolStrategy(size=max(1, workers)), batch_format="numpy")
-    return windows.map_batches(recipe.encoder_cls(), fn_constructor_kwargs=kwargs, batch_size=16,
-                               compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)),
-                               batch_format="numpy")
+    spec = {"recipe": recipe.name, "stage": stage, "config": recipe_cfg.model_dump(mode="json"), "layout": layout,
+            "dims": dims, "train": split == "train"}
+    # at most one preprocessing task per Train worker at a time: every extra parallel task can start a fresh
+    # Ray worker process (torch + transformers imports), which on a few cores costs more than it gains; tasks,
+    # not actors: Ray's pooled worker processes keep their preprocessor across epochs and trials
+    return windows.map_batches(preprocess_in_task, fn_kwargs={"spec": spec}, batch_size=16,
+                               compute=ray.data.TaskPoolStrategy(size=max(1, workers)), batch_format="numpy")
 
 
-_ENCODERS: dict[str, object] = {}
+_PREPROCESSORS: dict[str, object] = {}
 
 
-def encode_in_task(batch: dict, recipe: str, kwargs: dict) -> dict:
-    """Run a recipe's encoder inside a Ray task: one instance per worker process and configuration."""
-    key = json.dumps([recipe, kwargs], sort_keys=True, default=str)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = get_recipe(recipe).encoder_cls()(**kwargs)
-    return _ENCODERS[key](batch)
+def preprocess_in_task(batch: dict, spec: dict) -> dict:
+    """Run a stage's preprocessor inside a Ray task: one instance per worker process and configuration."""
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in _PREPROCESSORS:
+        recipe = get_recipe(spec["recipe"])
+        _PREPROCESSORS[key] = recipe.recognizer_cls(spec["stage"]).preprocessor(
+            recipe.config(spec["config"]), spec["layout"], spec["dims"], train=spec["train"])
+    return _PREPROCESSORS[key](batch)
 
 
 def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
     """Train; returns a summary with the recognizer folder and the last metrics. `callbacks` go to the
     trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search).
 
-    A multi-stage recipe (llm-ar: tokenizer, then llm) runs its stages in order unless `tc.stage` names one:
+    A multi-stage recipe (llm-ar: vqvae, then llm) runs its stages in order unless `tc.stage` names one:
     stage k writes <output>/<stage>/ (its recognizer folder is what the next stage reads), the last stage
     writes <output>/ itself (so <output>/recognizer is always the folder to evaluate and serve)."""
     recipe = get_recipe(tc.recipe)
@@ -147,8 +147,8 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     # (read, windows, tokeniser actors): with only physical cores the pipeline would wait forever.
     init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
                                                        math.ceil(tc.workers * tc.cpus_per_worker) + 2))
-    datasets = {s: encoded(tc.data, s, recipe, recipe_cfg, manifest.layout, manifest.dims, tc.workers, exclude)
-                for s in ("train", "val")}
+    datasets = {s: preprocessed(tc.data, s, recipe, recipe_cfg, tc.stage, manifest.layout, manifest.dims, tc.workers,
+                                exclude) for s in ("train", "val")}
     trainer = TorchTrainer(
         with_run_dir(train_loop_per_worker),
         train_loop_config={"train": tc.model_dump(mode="json"),

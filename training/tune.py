@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from actionllm.recipes import get_recipe, set_path
+from actionllm.registry import deep_merge, get_recipe, knob_overrides, set_path
 from actionllm.skeleton.shards import Manifest
 
 from .config import TrainConfig
@@ -93,23 +93,22 @@ def apply_params(base: dict, recipe_name: str, params: dict) -> dict:
     """TrainConfig dict + one trial's parameters -> the trial's TrainConfig dict."""
     recipe = get_recipe(recipe_name)
     out = copy.deepcopy(base)
-    rc = out.setdefault("recipe_config", {})
     fields = set(TrainConfig.model_fields)
+    knobs = {k: v for k, v in params.items() if k in recipe.knobs and k not in fields}
+    paths: dict = {}
     for key, value in params.items():
-        if key in DERIVED:
-            continue
         if key in fields:
             out[key] = value
-        else:
-            set_path(rc, recipe.knobs.get(key, key), value)
-    if "rank" in params and "alpha" in recipe.knobs and "alpha" not in params:
-        set_path(rc, recipe.knobs["alpha"], 2 * params["rank"])
+        elif key not in DERIVED and key not in knobs:
+            set_path(paths, key, value)  # a dotted path into the recipe config
+    rc = deep_merge(deep_merge(out.get("recipe_config") or {}, paths), knob_overrides(recipe, knobs))
     if "stride_fraction" in params:
         if "window" not in recipe.knobs or "stride" not in recipe.knobs:
             raise ValueError(f"stride_fraction needs a recipe with window and stride knobs ({recipe_name} has none)")
         window = recipe.config(rc).windowing()[0]
         f = params["stride_fraction"]
         set_path(rc, recipe.knobs["stride"], None if f is None or window is None else max(1, round(f * window)))
+    out["recipe_config"] = rc
     return out
 
 
@@ -264,7 +263,7 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     exp = out / "search"
     space_override, train_overrides, inherit = load_space_file(space_file)
     space = {**(get_recipe(recipe).search_space if inherit else {}), **space_override}
-    base = _merge(_merge({"workers": 1}, train_overrides), base_overrides or {})
+    base = deep_merge(deep_merge({"workers": 1}, train_overrides), base_overrides or {})
     base.update({"data": str(Path(data).resolve()) if "://" not in data else data, "output": "unused"})
     base["recipe"], base["eval_every"] = recipe, 1  # ASHA compares the metric at every epoch
     if max_steps is not None:
@@ -314,13 +313,6 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k) or {}, dict) else v
-    return out
 
 
 def search_exists(path: Path) -> bool:

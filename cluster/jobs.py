@@ -1,7 +1,7 @@
 """`actionllm submit` / `actionllm jobs`: any `actionllm` command as a Ray job on a cluster (Ray's
 JobSubmissionClient), with a runtime_env that ships this project.
 
-The job's entrypoint is `python -m actionllm <command> ...`, run by the cluster's Python in the shipped
+The job's entrypoint is `python -m cli <command> ...` (the `actionllm` command's package), run by the cluster's Python in the shipped
 working directory, so the code that runs is the code you submitted. Token authentication (on by default in
 Ray 2.60): the token is read from RAY_AUTH_TOKEN, else the file named by RAY_AUTH_TOKEN_PATH, else
 ~/.ray/auth_token, and sent as `Authorization: Bearer <token>` with every request. A missing or wrong token
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cluster import read_state
+from .local import read_state
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # never shipped: environments, data, run folders, caches (Ray also honours the project's .gitignore)
@@ -166,11 +166,11 @@ def project_root(start: Path | None = None) -> Path | None:
 
 
 def installed_modules() -> list[str]:
-    """The folders of the installed actionllm, training and services packages (for `--ship package`)."""
+    """The folders of the installed actionllm, training, services, cli and cluster packages (for `--ship package`)."""
     import importlib.util
 
     folders = []
-    for name in ("actionllm", "training", "services"):
+    for name in ("actionllm", "training", "services", "cli", "cluster"):
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
             raise ClusterError(f"package {name!r} is not importable here; install the project (pip install -e .)")
@@ -189,7 +189,7 @@ def pinned_requirements(path: Path) -> list[str]:
 def runtime_env(ship: str = "workdir", root: Path | None = None, requirements: Path | None = None,
                 env_vars: dict[str, str] | None = None) -> dict:
     """The job's runtime_env. ship: `workdir` (the checkout, minus EXCLUDES and .gitignore'd files), `package`
-    (the installed actionllm/training/services as py_modules), or `none` (the cluster's image has it).
+    (the installed actionllm/training/services/cli/cluster as py_modules), or `none` (the cluster's image has it).
     `requirements`: a pinned list (e.g. constraints.txt) installed into the job's own virtualenv by Ray."""
     env: dict = {}
     if ship == "workdir":
@@ -209,13 +209,13 @@ def runtime_env(ship: str = "workdir", root: Path | None = None, requirements: P
 
 
 def entrypoint(args: list[str]) -> str:
-    """`python -m actionllm ARGS` (the shipped code first on sys.path), quoted for the job's shell."""
+    """`python -m cli ARGS` (the shipped code first on sys.path), quoted for the job's shell."""
     if not args:
         raise ClusterError("nothing to run: give an actionllm command after --, e.g. `actionllm submit -- train "
-                           "--config training/configs/demo.yaml --data s3://bucket/shards --output s3://bucket/run`")
+                           "--config actionllm/methods/joints_llm/configs/demo.yaml --data s3://bucket/shards --output s3://bucket/run`")
     if args[0] in ("actionllm", "python"):
         raise ClusterError(f"give the actionllm command itself after -- (e.g. `-- train ...`), not {args[0]!r}")
-    return shlex.join(["python", "-m", "actionllm", *args])
+    return shlex.join(["python", "-m", "cli", *args])
 
 
 def path_warnings(args: list[str], root: Path | None) -> list[str]:

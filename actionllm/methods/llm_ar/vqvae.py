@@ -21,20 +21,13 @@ each step.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..recipes import get_recipe
-from ..recognizer import RecognizerBase, read_config
-
-WEIGHTS = "vqvae.safetensors"
 EPS = 1e-5
 
 
@@ -281,114 +274,3 @@ def clip_features(x: torch.Tensor, max_bodies: int) -> torch.Tensor:
     rms = ((x.pow(2) * valid).sum(dim=(1, 2, 3, 4)) / (valid.sum(dim=(1, 2, 3, 4)) * c).clamp_min(1)).sqrt()
     x = x / rms.clamp_min(1e-6).view(b, 1, 1, 1, 1)
     return x.permute(0, 2, 1, 3, 4).reshape(b, t, -1)
-
-
-def backbone_width(backbone_cfg) -> int:
-    """Hidden size of a backbone without loading its weights (the codebook's width, sec. 3.1)."""
-    from ..backbone import _source, tiny_config
-
-    if backbone_cfg.name_or_path == "tiny":
-        return tiny_config(8).hidden_size
-    from transformers import AutoConfig
-
-    src, gguf = _source(backbone_cfg)
-    kw = {"gguf_file": gguf} if gguf else {}
-    return AutoConfig.from_pretrained(src, revision=backbone_cfg.revision, **kw).hidden_size
-
-
-def word_embeddings(backbone_cfg, seed: int = 0) -> torch.Tensor:
-    """The backbone's input embedding matrix (for the MMD), loaded once and released."""
-    from ..backbone import load_backbone
-
-    model, _ = load_backbone(backbone_cfg.model_copy(update={"dtype": "float32"}), seed=seed)
-    emb = model.get_input_embeddings().weight.detach().float().clone()
-    del model
-    return emb
-
-
-class VQVAERecognizer(RecognizerBase):
-    """Stage 1 of llm-ar (`--stage tokenizer`): trains the action VQ-VAE through the shared loop. Not a classifier:
-    forward returns the loss and usage statistics; its folder is what the llm stage reads."""
-
-    stage = "tokenizer"
-
-    def __init__(self, config: dict, class_names: list[str], layout: str, dims: int, *, recipe: str = "llm-ar",
-                 seed: int = 0, device: str = "cpu", word_emb: bool = True, **_ignored):
-        super().__init__()
-        from ..baselines.stgcn import ClipEncoder
-        from ..skeleton.layouts import get_layout
-
-        self.recipe = recipe
-        self.cfg = get_recipe(recipe).config_cls.model_validate(config)
-        self.class_names, self.layout, self.dims = list(class_names), layout, int(dims)
-        self.features = self.cfg.clip.max_bodies * get_layout(layout).num_joints * self.dims
-        self.vqvae = ActionVQVAE(self.features, backbone_width(self.cfg.backbone), self.cfg.vqvae, seed=seed)
-        if word_emb and self.cfg.vqvae.mmd:
-            self.vqvae.attach_word_embeddings(word_embeddings(self.cfg.backbone, seed))
-        self.encoder = ClipEncoder(self.cfg.model_dump(), layout, dims, recipe=recipe)
-
-    def collate_fn(self):
-        from ..baselines.stgcn import ClipCollate
-
-        return ClipCollate()
-
-    def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
-        feats = clip_features(x, self.cfg.clip.max_bodies)
-        out = self.vqvae(feats)
-        u = self.cfg.vqvae.codebook_size
-        mask = (feats != 0)
-        stats = {"recon_abs_sum": ((out["recon"] - feats).abs() * mask).sum().detach(),
-                 "recon_abs_n": mask.sum().detach().float(),
-                 "code_counts": torch.bincount(out["codes"].reshape(-1), minlength=u).float()}
-        for k, v in out["terms"].items():
-            stats[f"loss_{k}_sum"] = v.detach() * len(feats)
-        stats["n"] = torch.tensor(float(len(feats)), device=feats.device)
-        return {"loss": out["loss"], "stats": stats, "codes": out["codes"]}
-
-    def after_step(self) -> None:
-        self.restarted = getattr(self, "restarted", 0) + self.vqvae.restart_dead_codes()
-
-    def summarise(self, stats: dict[str, np.ndarray]) -> dict:
-        """Summed stats of an epoch -> metrics: reconstruction error, codebook usage / perplexity / Zipf fit."""
-        n = max(float(stats.get("n", 1)), 1.0)
-        out = {"recon_error": float(stats["recon_abs_sum"]) / max(float(stats["recon_abs_n"]), 1.0),
-               **usage_metrics(stats["code_counts"], self.cfg.vqvae.zipf_alpha, self.cfg.vqvae.zipf_beta)}
-        out.update({k[:-4]: float(v) / n for k, v in stats.items() if k.startswith("loss_") and k.endswith("_sum")})
-        return out
-
-    def load_weights(self, folder: str | Path) -> None:
-        self.vqvae.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
-
-    def predict_windows(self, windows, batch_size: int = 32) -> dict:
-        raise ValueError("this is an llm-ar tokenizer-stage folder (the action VQ-VAE), not a recognizer: "
-                         "evaluate or serve the llm stage's folder (<run>/recognizer)")
-
-    def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {**self.base_meta(), "stage": self.stage, "weights": WEIGHTS, "features": self.features,
-                "width": self.vqvae.dim, "parameters": sum(p.numel() for p in self.vqvae.parameters())}
-        (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.vqvae.state_dict().items()}, str(folder / WEIGHTS))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str = "cpu", shared: dict | None = None) -> VQVAERecognizer:
-        meta = read_config(folder)
-        rec = cls(meta["config"], meta["class_names"], meta["layout"], meta["dims"], recipe=meta["recipe"],
-                  word_emb=False)
-        rec.load_weights(folder)
-        return rec.to(device).eval()
-
-
-def load_vqvae(folder: str | Path) -> tuple[ActionVQVAE, dict]:
-    """A stage-1 folder's VQ-VAE (frozen, eval mode) and its config.json."""
-    folder = Path(folder)
-    meta = read_config(folder)
-    if meta.get("stage") != "tokenizer":
-        raise ValueError(f"{folder} is not an llm-ar tokenizer-stage folder (stage={meta.get('stage')!r})")
-    cfg = get_recipe(meta["recipe"]).config_cls.model_validate(meta["config"])
-    model = ActionVQVAE(meta["features"], meta["width"], cfg.vqvae)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
-    model.requires_grad_(False)
-    return model.eval(), meta

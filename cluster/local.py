@@ -2,7 +2,7 @@
 
 `up` runs `ray start --head` with token authentication on (RAY_AUTH_MODE=token), the dashboard (and with it
 the Jobs API) bound to 127.0.0.1, its own temp dir (so `ray.init()` elsewhere on the machine never finds it)
-and the Python environment of this command first on PATH (the jobs' `python -m actionllm` is this one).
+and the Python environment of this command first on PATH (the jobs' `python -m cli` is this one).
 Ray itself rewrites a loopback node address to the machine's address for its internal ports (GCS, raylet);
 those need the token too. `down` stops exactly this head's processes (found by its temp dir and GCS address,
 plus their children), never other Ray instances on the machine as `ray stop` would.

@@ -1,7 +1,7 @@
 """Joint2Text (Action-JointsLLM, sec. 4.1): a skeleton window -> named-coordinate text + prompt -> token ids.
 
 Three steps, as the paper: sliding sampling (the caller cuts windows of N frames with
-`transforms.sliding_windows`; `window_starts` below says where), optimisation (eqs. 1-4: map to COCO-17,
+`transforms.sliding_windows`), optimisation (eqs. 1-4: map to COCO-17,
 drop the 5 face joints, add the body centre, normalise per frame) and reconstruction (one line of text per
 frame, joint names each followed by its coordinates, the task prompt at the end). Pure numpy; the
 tokenizer (any HF *fast* tokenizer, for its offset mapping) is passed in, no model is loaded here.
@@ -19,14 +19,17 @@ pose estimator scored 0 are written as they are (the paper has no missing-joint 
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..skeleton.layouts import COCO17, coco17_mapping, get_layout
-from ..skeleton.sequence import SkeletonSequence
-from ..skeleton.transforms import add_body_centre, drop_face, normalise_frames, to_coco17, window_starts
+from ...components.backbone import BackboneConfig, load_tokenizer
+from ...skeleton.layouts import COCO17, coco17_mapping, get_layout
+from ...skeleton.sequence import SkeletonSequence
+from ...skeleton.transforms import add_body_centre, drop_face, normalise_frames, to_coco17
 
 
 class Joint2TextConfig(BaseModel):
@@ -68,10 +71,6 @@ class Joint2Text:
     @property
     def num_joints(self) -> int:
         return len(self.joint_names)
-
-    def window_starts(self, num_frames: int) -> list[int]:
-        """Sliding sampling (sec. 4.1.1): the start frames of the windows of a sequence."""
-        return window_starts(num_frames, self.cfg.window, self.cfg.stride)
 
     def prompt(self, binary: bool = False) -> str:
         return self.cfg.binary_prompt if binary else self.cfg.prompt
@@ -221,3 +220,21 @@ def _token_joints(text: str, spans: list, offsets: list) -> tuple[list[int], lis
         frames.append(int(char_f[k]))
         joints.append(int(char_j[k]))
     return frames, joints
+
+
+def window_tokens(bridge: Joint2TextConfig, backbone: BackboneConfig, layout: str, dims: int) -> int:
+    """Tokens of one full window (bridge.window frames, every joint present) before any max_length cut: the
+    token length a search space has to fit into the backbone's context."""
+    key = json.dumps([bridge.model_dump(mode="json", exclude={"stride"}),  # the stride does not change a window
+                      backbone.model_dump(mode="json"), layout, dims])
+    return _window_tokens(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_tokens(key: str) -> int:
+    bridge, backbone, layout, dims = json.loads(key)
+    cfg = Joint2TextConfig.model_validate(bridge)
+    rng = np.random.default_rng(0)  # digits like real data (a window of zeros would tokenise shorter)
+    joints = rng.uniform(-1.5, 1.5, (1, cfg.window, get_layout(layout).num_joints, dims)).astype(np.float32)
+    tokenizer = load_tokenizer(BackboneConfig.model_validate(backbone))
+    return len(Joint2Text(cfg, layout, dims).encode(joints, tokenizer, 10**9)["input_ids"])

@@ -1,7 +1,7 @@
-"""`actionllm evaluate`: sequence-level metrics and explanations of a recognizer on a shard split.
+"""Evaluation: sequence-level metrics and explanations of a recognizer on a shard split (`actionllm evaluate`).
 
-A sequence is cut into the recognizer's windows (its N and stride); its prediction is the class with the
-highest mean window log-probability. Writes report.json, confusion.json and PNGs (confusion matrix,
+A sequence is cut into the recognizer's windows and its windows' answers aggregated by the one inference path
+(inference.py: `cut`, `sequence_scores`) that prediction and serving use. Writes report.json, confusion.json and PNGs (confusion matrix,
 attention over frames and over joints: the paper's Figs. 5 and 6) into the report folder.
 """
 
@@ -17,10 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
-from actionllm.inference import sequence_scores  # noqa: E402,F401  (re-exported: training's aggregation)
-from actionllm.recognizer import load_recognizer  # noqa: E402
-from actionllm.skeleton.shards import read_shards  # noqa: E402
-from actionllm.skeleton.transforms import sliding_windows  # noqa: E402
+from .inference import cut, sequence_scores  # noqa: E402
+from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
+from .skeleton.shards import read_shards  # noqa: E402
 
 
 def macro_f1(conf: np.ndarray) -> float:
@@ -139,7 +138,7 @@ def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None
         seen += 1
         if seq.layout != rec.layout:
             raise ValueError(f"{seq.sample_id}: layout {seq.layout!r} but the recognizer reads {rec.layout!r}")
-        wins = [w.joints for w in sliding_windows(seq, window, stride)]
+        wins, _ = cut(seq, window, stride)
         out = rec.predict_windows(wins, batch_size=batch_size)
         scores.append(sequence_scores(out["probabilities"]))
         labels.append(seq.label)
