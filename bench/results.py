@@ -1,7 +1,7 @@
 """The results table: run recipes on the public datasets through the same CLI commands a user types, and
 render docs/results.md from what the runs wrote (nothing typed by hand).
 
-  python bench/results.py run --recipe-config training/configs/stgcn-cpu.yaml --datasets msr-action3d,florence3d
+  python bench/results.py run --recipe-config actionllm/methods/stgcn/configs/stgcn-cpu.yaml --datasets msr-action3d,florence3d
   python bench/results.py table            # -> docs/results.md from docs/results/rows/*.json
 
 Each cell: `actionllm prepare` (once per dataset) -> `actionllm train` -> `actionllm evaluate --split test`,

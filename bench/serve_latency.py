@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_tiny(folder: Path, classes: list[str]) -> Path:
     import torch
 
-    from actionllm.recognizer import Recognizer
+    from actionllm.methods.joints_llm.model import JointsLLMRecognizer
 
     cfg = {"bridge": {"window": 12, "stride": 6, "precision": 1}, "backbone": {"name_or_path": "tiny"}}
-    rec = Recognizer(cfg, classes, "kinect20", 3, seed=0)
+    rec = JointsLLMRecognizer(cfg, classes, "kinect20", 3, seed=0)
     with torch.no_grad():
         for n, p in rec.named_parameters():
             if "lora_B" in n:
@@ -173,7 +173,7 @@ def main() -> None:
     from ray import serve
 
     from actionllm.inference import recognize
-    from actionllm.recognizer import load_recognizer
+    from actionllm.methods import load_recognizer
     from actionllm.skeleton.formats import get_reader
     from actionllm.skeleton.sequence import SkeletonSequence
 

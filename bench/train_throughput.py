@@ -19,8 +19,9 @@ import time
 import numpy as np
 import torch
 
-from actionllm.backbone import BackboneConfig, load_backbone
-from actionllm.recognizer import Recognizer, collate
+from actionllm.components.backbone import BackboneConfig, load_backbone
+from actionllm.methods.joints_llm.model import JointsLLMRecognizer
+from actionllm.methods.joints_llm.model import collate
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
 
@@ -32,7 +33,7 @@ def kernels(device: str) -> list[str]:
     return out
 
 
-def time_steps(rec: Recognizer, batch: dict, steps: int, device: str) -> float:
+def time_steps(rec: JointsLLMRecognizer, batch: dict, steps: int, device: str) -> float:
     opt = torch.optim.AdamW([p for p in rec.parameters() if p.requires_grad], lr=1e-4)
     batch = {k: v.to(device) for k, v in batch.items()}
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
@@ -68,7 +69,7 @@ def main() -> None:
         cfg = {"backbone": {"name_or_path": args.backbone, "attn_implementation": kernel},
                "bridge": {"window": args.window, "precision": 2}}
         model, tok = load_backbone(BackboneConfig(**cfg["backbone"]), device=args.device)
-        rec = Recognizer(cfg, ["a", "b"], "coco17", 2, model=model, tokenizer=tok).to(args.device)
+        rec = JointsLLMRecognizer(cfg, ["a", "b"], "coco17", 2, model=model, tokenizer=tok).to(args.device)
         enc = [rec.encoder.encode_window(w) for w in windows]
         batch = collate({"input_ids": [e["input_ids"] for e in enc], "label": np.array([0, 1] * args.batch)[: args.batch]},
                         rec.pad_id)

@@ -42,9 +42,9 @@ def tiny_recognizers(tmp_path_factory, data_root) -> dict[str, Path]:
 
     import torch
 
-    from actionllm.backbone import load_backbone
-    from actionllm.recipes import get_recipe
-    from actionllm.recognizer import Recognizer
+    from actionllm.components.backbone import load_backbone
+    from actionllm.methods import get_recipe
+    from actionllm.methods.joints_llm.model import JointsLLMRecognizer
     from actionllm.skeleton.formats import get_reader
 
     classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names
@@ -52,7 +52,7 @@ def tiny_recognizers(tmp_path_factory, data_root) -> dict[str, Path]:
     base, tok = load_backbone(cfg.backbone, seed=0)
     out = {}
     for k, name in enumerate(("alpha", "beta", "gamma")):
-        rec = Recognizer(SERVE_CFG, classes, "kinect20", 3, model=copy.deepcopy(base), tokenizer=tok, seed=k + 1)
+        rec = JointsLLMRecognizer(SERVE_CFG, classes, "kinect20", 3, model=copy.deepcopy(base), tokenizer=tok, seed=k + 1)
         g = torch.Generator().manual_seed(100 + k)
         with torch.no_grad():
             for n, p in rec.named_parameters():
@@ -67,9 +67,9 @@ def tiny_llm_ar(tmp_path_factory, data_root) -> Path:
     """An llm-ar recognizer folder for MSR Action3D on the tiny base: a small random VQ-VAE, random LoRA."""
     import torch
 
-    from actionllm.bridges.action_vqvae import ActionVQVAE
-    from actionllm.llm_ar import LLMARRecognizer
-    from actionllm.recipes import get_recipe
+    from actionllm.methods.llm_ar.vqvae import ActionVQVAE
+    from actionllm.methods.llm_ar.model import LLMARRecognizer
+    from actionllm.methods import get_recipe
     from actionllm.skeleton.formats import get_reader
 
     classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names

@@ -93,7 +93,7 @@ recipe_config:
   lora: {r: 4, alpha: 8}
   max_new_tokens: 2
 stages:
-  tokenizer: {epochs: 2, batch_size: 4, eval_every: 1}
+  vqvae: {epochs: 2, batch_size: 4, eval_every: 1}
   llm: {epochs: 1, max_steps: 2, batch_size: 2}
 """
 
@@ -105,18 +105,18 @@ def test_llm_ar_both_stages_through_the_cli_then_evaluate(tmp_path):
     cfg.write_text(LLM_AR_YAML)
     run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
     proc = run("train", "--config", cfg, "--stage", "llm", "--data", shards, "--output", tmp_path / "x", check=False)
-    assert proc.returncode == 2 and "train --stage tokenizer first" in proc.stderr
+    assert proc.returncode == 2 and "train --stage vqvae first" in proc.stderr
     run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
     summary = json.loads((runs / "summary.json").read_text())
-    tok, llm = summary["stages"]["tokenizer"]["metrics"], summary["stages"]["llm"]["metrics"]
+    tok, llm = summary["stages"]["vqvae"]["metrics"], summary["stages"]["llm"]["metrics"]
     assert tok["epoch"] == 1 and {"train_codebook_usage", "train_codebook_perplexity", "train_zipf_js",
                                   "val_recon_error", "val_codebook_usage"} <= set(tok)
     assert "val_accuracy" in llm and llm["step"] == 2 and "train_accuracy" not in llm  # generative in training
-    assert json.loads((runs / "tokenizer" / "recognizer" / "config.json").read_text())["stage"] == "tokenizer"
+    assert json.loads((runs / "vqvae" / "recognizer" / "config.json").read_text())["stage"] == "vqvae"
     final = json.loads((runs / "recognizer" / "config.json").read_text())
     assert final["stage"] == "llm" and (runs / "recognizer" / "vqvae.safetensors").is_file()
     assert (runs / "recognizer" / "adapter_model.safetensors").is_file()
     proc = run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards)
     assert '"top1"' in proc.stdout
-    proc = run("evaluate", "--checkpoint", runs / "tokenizer" / "recognizer", "--data", shards, check=False)
-    assert proc.returncode == 2 and "tokenizer" in proc.stderr and "<run>/recognizer" in proc.stderr
+    proc = run("evaluate", "--checkpoint", runs / "vqvae" / "recognizer", "--data", shards, check=False)
+    assert proc.returncode == 2 and "vqvae" in proc.stderr and "<run>/recognizer" in proc.stderr

@@ -80,7 +80,7 @@ def post(url, payload, **kw):
 
 def test_valid_request_every_field_and_same_answer_as_in_process(service, body, tiny_recognizers):
     from actionllm.inference import recognize
-    from actionllm.recognizer import load_recognizer
+    from actionllm.methods import load_recognizer
 
     url, _ = service
     payload, seq = body
@@ -363,7 +363,7 @@ def test_llm_ar_recognizer_is_served_with_no_code_of_its_own(service, body, tiny
     """A generative recognizer (llm-ar) through the same endpoint: scores from the names' likelihoods, the
     LLM's own words per window, and the same answer as in-process."""
     from actionllm.inference import recognize
-    from actionllm.recognizer import load_recognizer
+    from actionllm.methods import load_recognizer
 
     url, _ = service
     payload, seq = body

@@ -8,7 +8,7 @@ import pytest
 from actionllm.skeleton.formats import get_reader
 from actionllm.skeleton.prepare import prepare
 from training.config import TrainConfig
-from training.evaluate import evaluate
+from actionllm.evaluation import evaluate
 from training.train import run_training
 
 pytestmark = pytest.mark.ray

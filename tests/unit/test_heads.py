@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from actionllm.heads import (
+from actionllm.components.pooling import (
     POOLINGS,
     AttnPooling,
     ClassifierHead,

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actionllm.bridges.joint2text import Joint2Text, Joint2TextConfig
+from actionllm.methods.joints_llm.joint2text import Joint2Text, Joint2TextConfig
 from actionllm.skeleton.layouts import get_layout
 from actionllm.skeleton.synth_gait import generate
 

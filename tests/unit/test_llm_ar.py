@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from actionllm.bridges.action_vqvae import (
+from actionllm.methods.llm_ar.model import VQVAERecognizer
+from actionllm.methods.llm_ar.vqvae import (
     ActionVQVAE,
-    VQVAERecognizer,
     context_loss,
     expmap0,
     js_divergence,
@@ -22,7 +22,7 @@ from actionllm.bridges.action_vqvae import (
     zipf_distribution,
     zipf_loss,
 )
-from actionllm.recipes import get_recipe
+from actionllm.methods import get_recipe
 
 TINY = {"backbone": {"name_or_path": "tiny"}}
 
@@ -112,14 +112,14 @@ def test_config_refusals():
 
 # --- the VQ-VAE on real data -----------------------------------------------------------------------------------------
 def msr_clips(data_root, rec, n: int = 64) -> torch.Tensor:
-    from actionllm.baselines.stgcn import ClipCollate, prepare_clip
+    from actionllm.components.clips import ClipCollate, prepare_clip
     from actionllm.skeleton.formats import get_reader
 
     reader = get_reader("msr-action3d")(data_root / "msr_action3d")
     clips = []
     for f in reader.files()[:n]:
         for seq in reader.read_file(f):
-            clips.append(prepare_clip(seq.joints, rec.cfg, seq.layout)[0])
+            clips.append(prepare_clip(seq.joints, rec.cfg.clip, seq.layout)[0])
     x = np.empty(len(clips), dtype=object)
     x[:] = clips
     return ClipCollate()({"x": x})["x"]
@@ -169,7 +169,7 @@ def test_dead_codes_restart_onto_encoder_outputs():
 
 # --- the LLM stage: label scoring ---------------------------------------------------------------------------------
 def llm_ar(names, **extra):
-    from actionllm.llm_ar import LLMARRecognizer
+    from actionllm.methods.llm_ar.model import LLMARRecognizer
 
     cfg = {**TINY, "vqvae": {"codebook_size": 8, "hidden": 16, "mmd": False}, "max_new_tokens": 4,
            "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, **extra}
@@ -183,24 +183,24 @@ def test_label_scoring_ranks_the_true_class_first_on_a_toy_model_trained_to_do_s
     vec = torch.randn(3, 8, 64, generator=torch.Generator().manual_seed(0))  # three distinct action sentences
     rec.eval()
     with torch.no_grad():
-        shared, _ = rec.score_classes(vec, [0, 1, 2])
-        prefix = rec._prefix(vec, [0, 1, 2])
+        shared, _ = rec.scorer.score(rec.llm, vec, [0, 1, 2])
+        prefix = rec.scorer.prefix(rec.llm, vec, [0, 1, 2])
         rows = torch.arange(3).repeat_interleave(3)
-        separate = rec.answer_logprobs(prefix, rows, [0, 1, 2] * 3, share_prefix=False).sum(-1).view(3, 3)
+        separate = rec.scorer.answer_logprobs(rec.llm, prefix, rows, [0, 1, 2] * 3, share_prefix=False).sum(-1).view(3, 3)
     assert torch.allclose(shared, separate, atol=1e-4)  # one prefix pass + KV cache == a pass per class
     opt = torch.optim.AdamW([p for p in rec.parameters() if p.requires_grad], lr=1e-2)
     rec.train()
     for _ in range(30):  # eq. 13: cross-entropy on the name's tokens
-        prefix = rec._prefix(vec, rec.scorer.train_candidates)
-        loss = -rec.answer_logprobs(prefix, torch.arange(3), [0, 1, 2], share_prefix=False).sum()
+        prefix = rec.scorer.prefix(rec.llm, vec, rec.scorer.train_candidates)
+        loss = -rec.scorer.answer_logprobs(rec.llm, prefix, torch.arange(3), [0, 1, 2], share_prefix=False).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
     rec.eval()
     with torch.no_grad():
-        scores, _ = rec.score_classes(vec, [0, 1, 2])
+        scores, _ = rec.scorer.score(rec.llm, vec, [0, 1, 2])
     assert scores.argmax(-1).tolist() == [0, 1, 2]
-    assert rec.generate(vec, [0, 1, 2], 4)[1].startswith("kick")  # free generation names it too
+    assert rec.scorer.generate(rec.llm, vec, [0, 1, 2], 4)[1].startswith("kick")  # free generation names it too
 
 
 def test_unseen_class_protocol_candidates_and_prompt():
@@ -220,7 +220,7 @@ def test_unseen_class_protocol_candidates_and_prompt():
 
 
 def test_llm_ar_folder_round_trips(tmp_path):
-    from actionllm.recognizer import load_recognizer
+    from actionllm.methods import load_recognizer
 
     rec = llm_ar(["wave", "kick", "bend"])
     with torch.no_grad():
@@ -243,8 +243,8 @@ def test_stage_configs_precedence_and_refusals(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("recipe: llm-ar\nworkers: 2\nstages:\n  llm: {epochs: 2}\n")
     tc = TrainConfig.from_yaml(path, data="d", output="o")
-    tok, llm = tc.for_stage("tokenizer", "o/tokenizer"), tc.for_stage("llm", "o")
-    assert (tok.stage, tok.lr, tok.epochs, tok.workers) == ("tokenizer", 2e-4, 30, 2)  # recipe stage defaults
+    tok, llm = tc.for_stage("vqvae", "o/vqvae"), tc.for_stage("llm", "o")
+    assert (tok.stage, tok.lr, tok.epochs, tok.workers) == ("vqvae", 2e-4, 30, 2)  # recipe stage defaults
     assert (llm.lr, llm.epochs, llm.output) == (3e-3, 2, "o")  # the file's stages: block wins over defaults
     assert TrainConfig.from_yaml(path, data="d", output="o", epochs=5).for_stage("llm", "o").epochs == 5  # a flag wins
     with pytest.raises(ValueError, match="has no stage 'vision'"):

@@ -1,8 +1,9 @@
 import pytest
 from pydantic import ValidationError
 
-from actionllm.recipes import RECIPES, get_recipe
-from actionllm.recognizer import Recognizer, WindowEncoder, load_recognizer
+from actionllm.methods import RECIPES, get_recipe
+from actionllm.methods import load_recognizer
+from actionllm.methods.joints_llm.model import JointsLLMRecognizer, WindowPreprocessor
 
 
 def test_joints_llm_defaults_are_the_papers():
@@ -15,7 +16,8 @@ def test_joints_llm_defaults_are_the_papers():
 
 def test_registry_resolves_classes_and_refuses_unknowns():
     r = get_recipe("joints-llm")
-    assert r.recognizer_cls() is Recognizer and r.encoder_cls() is WindowEncoder
+    assert r.recognizer_cls() is JointsLLMRecognizer
+    assert isinstance(r.recognizer_cls().preprocessor(r.config(), "coco17", 2), WindowPreprocessor)
     assert "joints-llm" in RECIPES
     with pytest.raises(KeyError, match="unknown recipe 'sugar'"):
         get_recipe("sugar")

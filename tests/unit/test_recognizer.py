@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from actionllm.recognizer import Recognizer, WindowEncoder, collate
+from actionllm.methods.joints_llm.model import JointsLLMRecognizer
+from actionllm.methods.joints_llm.model import WindowPreprocessor, collate
 from actionllm.skeleton.formats import get_reader
 from actionllm.skeleton.transforms import sliding_windows
 
@@ -24,7 +25,7 @@ def msr_windows(data_root):
 @pytest.fixture(scope="module")
 def trained(msr_windows):
     torch.manual_seed(0)
-    rec = Recognizer(CFG, [f"c{i}" for i in range(20)], "kinect20", 3, seed=0)
+    rec = JointsLLMRecognizer(CFG, [f"c{i}" for i in range(20)], "kinect20", 3, seed=0)
     enc = [rec.encoder.encode_window(w) for w in msr_windows]
     batch = collate({"input_ids": [e["input_ids"] for e in enc], "label": np.array([3, 3, 3])}, rec.pad_id)
     opt = torch.optim.AdamW([p for p in rec.parameters() if p.requires_grad], lr=1e-2)
@@ -61,7 +62,7 @@ def test_save_load_identical_predictions(trained, msr_windows, tmp_path):
     meta = json.loads((folder / "config.json").read_text())
     assert meta["recipe"] == "joints-llm" and meta["class_names"][3] == "c3" and meta["window"] == 12
     assert len(meta["joint_names"]) == 13
-    again = Recognizer.load(folder)
+    again = JointsLLMRecognizer.load(folder)
     after = again.predict_windows(msr_windows)
     np.testing.assert_allclose(after["probabilities"], before["probabilities"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(after["frame_weights"][0], before["frame_weights"][0], rtol=1e-5, atol=1e-7)
@@ -82,7 +83,7 @@ def test_adapter_loads_with_peft_alone(trained, tmp_path):
 
 
 def test_window_encoder_batch(msr_windows):
-    enc = WindowEncoder(CFG, "kinect20", 3)
+    enc = WindowPreprocessor(CFG, "kinect20", 3)
     batch = {"joints": np.stack([w.reshape(-1) for w in msr_windows]), "num_bodies": np.array([1, 1, 1]),
              "num_frames": np.array([12, 12, 12]), "dims": np.array([3, 3, 3]), "label": np.array([0, 1, 2])}
     out = enc(batch)
@@ -94,7 +95,7 @@ def test_window_encoder_batch(msr_windows):
 def test_recognizers_share_one_base(tiny_recognizers, msr_windows):
     """Loaded with one `shared` dict, recognizers on the same base hold one copy of it; each answers as when
     loaded alone, and releasing them takes their adapters off (the base goes with the last one)."""
-    from actionllm.recognizer import load_recognizer
+    from actionllm.methods import load_recognizer
 
     alone = {n: load_recognizer(p).predict_windows(msr_windows)["probabilities"] for n, p in tiny_recognizers.items()}
     shared: dict = {}

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from actionllm.baselines.graph import adjacency, graph_centre, hop_distances, spatial_partition
-from actionllm.baselines.stgcn import ClipCollate, ClipEncoder, STGCNRecognizer, prepare_clip
-from actionllm.recipes import get_recipe
-from actionllm.recognizer import load_recognizer
+from actionllm.components.gcn import adjacency, graph_centre, hop_distances, spatial_partition
+from actionllm.components.clips import ClipCollate, ClipPreprocessor, prepare_clip
+from actionllm.methods import get_recipe, load_recognizer
+from actionllm.methods.stgcn.model import STGCNRecognizer
+from actionllm.registry import knob_overrides
 from actionllm.skeleton.augment import (
     AugmentConfig,
     apply_linear,
@@ -117,7 +118,7 @@ def test_zero_padded_bodies_do_not_change_the_prediction():
 def test_prepare_clip_centres_and_resamples():
     rng = np.random.default_rng(0)
     joints = rng.normal(size=(1, 50, 20, 3)).astype(np.float32) + 5.0
-    cfg = get_recipe("stgcn").config({"clip": {"frames": 24}})
+    cfg = get_recipe("stgcn").config({"clip": {"frames": 24}}).clip
     clip, src = prepare_clip(joints, cfg, "kinect20")
     assert clip.shape == (1, 24, 20, 3) and len(src) == 24 and np.all(np.diff(src) >= 0)
     lay = get_layout("kinect20")
@@ -125,7 +126,7 @@ def test_prepare_clip_centres_and_resamples():
     np.testing.assert_allclose(mid, 0, atol=1e-5)  # per-frame centre = shoulder midpoint of body 0
     again, _ = prepare_clip(joints, cfg, "kinect20")
     np.testing.assert_array_equal(clip, again)  # no rng: deterministic
-    first = get_recipe("stgcn").config({"clip": {"frames": 24, "centre": "first"}})
+    first = get_recipe("stgcn").config({"clip": {"frames": 24, "centre": "first"}}).clip
     clip_f, src_f = prepare_clip(joints, first, "kinect20")
     centre0 = 0.5 * (joints[0, 0, lay.index("left_shoulder")] + joints[0, 0, lay.index("right_shoulder")])
     np.testing.assert_allclose(clip_f[0], joints[0, src_f] - centre0, atol=1e-5)  # one shift for all frames
@@ -165,15 +166,15 @@ def test_augmentations_keep_missing_joints_and_bone_lengths():
 
 
 def test_encoder_augments_only_in_training():
-    cfg = get_recipe("stgcn").config({"clip": {"frames": 16}}).model_dump()
+    cfg = get_recipe("stgcn").config({"clip": {"frames": 16}})
     rng = np.random.default_rng(3)
     batch = {"joints": np.empty(2, dtype=object), "num_bodies": np.array([1, 2]), "num_frames": np.array([30, 20]),
              "dims": np.array([2, 2]), "label": np.array([0, 1])}
     batch["joints"][:] = [rng.normal(size=(1, 30, 17, 2)).reshape(-1), rng.normal(size=(2, 20, 17, 2)).reshape(-1)]
-    ev = ClipEncoder(cfg, "coco17", 2)
+    ev = STGCNRecognizer.preprocessor(cfg, "coco17", 2)
     a, b = ev(batch), ev(batch)
     np.testing.assert_array_equal(a["x"][1], b["x"][1])
-    tr = ClipEncoder(cfg, "coco17", 2, train=True, seed=0)
+    tr = STGCNRecognizer.preprocessor(cfg, "coco17", 2, train=True, seed=0)
     assert not np.allclose(tr(batch)["x"][0], a["x"][0])
     col = ClipCollate()(a)
     assert col["x"].shape == (2, 2, 16, 17, 2)
@@ -202,7 +203,8 @@ def test_save_load_predicts_identically_with_explanations(tmp_path):
 
 def test_recipe_registry_and_training_defaults(tmp_path):
     r = get_recipe("stgcn")
-    assert r.recognizer_cls() is STGCNRecognizer and r.encoder_cls() is ClipEncoder
+    assert r.recognizer_cls() is STGCNRecognizer
+    assert isinstance(r.recognizer_cls().preprocessor(r.config(), "coco17", 2), ClipPreprocessor)
     tc = TrainConfig(recipe="stgcn", data="d", output="o")
     assert (tc.optimizer, tc.lr, tc.batch_size) == ("sgd", 0.1, 16)  # PYSKL's schedule
     assert TrainConfig(recipe="stgcn", data="d", output="o", lr=0.05).lr == 0.05  # the user's value wins
@@ -214,10 +216,10 @@ def test_recipe_registry_and_training_defaults(tmp_path):
 
 
 def test_cli_flags_map_through_recipe_knobs():
-    from actionllm.cli import _recipe_overrides
-
-    assert _recipe_overrides("stgcn", window=30, stride=0, frames=48) == {
+    stgcn, jllm = get_recipe("stgcn"), get_recipe("joints-llm")
+    assert knob_overrides(stgcn, {"window": 30, "stride": 0, "frames": 48, "preset": None}) == {
         "clip": {"window": 30, "stride": None, "frames": 48}}
-    assert _recipe_overrides("joints-llm", rank=4)["lora"] == {"r": 4, "alpha": 8}
+    assert knob_overrides(jllm, {"rank": 4})["lora"] == {"r": 4, "alpha": 8}
+    assert knob_overrides(jllm, {"rank": 4, "alpha": 4})["lora"] == {"r": 4, "alpha": 4}
     with pytest.raises(ValueError, match="recipe 'stgcn' has no --rank"):
-        _recipe_overrides("stgcn", rank=4)
+        knob_overrides(stgcn, {"rank": 4})

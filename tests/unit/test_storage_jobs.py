@@ -13,7 +13,7 @@ from actionllm import storage
 from actionllm.skeleton import synth_gait
 from actionllm.skeleton.prepare import convert
 from actionllm.skeleton.shards import Manifest, read_shards, shard_files
-from training import jobs
+from cluster import jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ def test_runtime_env_ships_the_checkout_or_the_package():
     assert env["working_dir"] == str(ROOT) and {".venv", "data", "runs", ".git"} <= set(env["excludes"])
     assert env["env_vars"]["A"] == "1"
     env = jobs.runtime_env("package", requirements=ROOT / "constraints.txt")
-    assert [Path(p).name for p in env["py_modules"]] == ["actionllm", "training", "services"]
+    assert [Path(p).name for p in env["py_modules"]] == ["actionllm", "training", "services", "cli", "cluster"]
     assert "torch==2.13.0" in env["pip"]["packages"] and not any(p.startswith("#") for p in env["pip"]["packages"])
     assert "working_dir" not in jobs.runtime_env("none")
     with pytest.raises(jobs.ClusterError, match="--ship"):
@@ -121,12 +121,12 @@ def test_runtime_env_ships_the_checkout_or_the_package():
 
 def test_entrypoint_and_path_warnings():
     cmd = jobs.entrypoint(["train", "--data", "s3://b/my shards", "--output", "gs://b/run"])
-    assert shlex.split(cmd) == ["python", "-m", "actionllm", "train", "--data", "s3://b/my shards", "--output", "gs://b/run"]
+    assert shlex.split(cmd) == ["python", "-m", "cli", "train", "--data", "s3://b/my shards", "--output", "gs://b/run"]
     with pytest.raises(jobs.ClusterError, match="nothing to run"):
         jobs.entrypoint([])
     with pytest.raises(jobs.ClusterError, match="not 'actionllm'"):
         jobs.entrypoint(["actionllm", "train"])
-    warnings = jobs.path_warnings(["train", "--config", "training/configs/demo.yaml", "--data", "data/demo/shards",
+    warnings = jobs.path_warnings(["train", "--config", "actionllm/methods/joints_llm/configs/demo.yaml", "--data", "data/demo/shards",
                                    "--output", "runs/demo"], ROOT)
     assert len(warnings) == 2 and "--data data/demo/shards" in warnings[0] and "--output runs/demo" in warnings[1]
     assert jobs.path_warnings(["train", "--data", "/abs/shards", "--output", "s3://b/r"], ROOT) == []

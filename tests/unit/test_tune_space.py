@@ -22,7 +22,7 @@ def test_params_map_to_train_and_recipe_fields():
 
 
 def test_registry_space_is_valid_on_msr_like_data():
-    from actionllm.recipes import get_recipe
+    from actionllm.methods import get_recipe
 
     assert validate_space("joints-llm", BASE, get_recipe("joints-llm").search_space, FACTS) == []
     stgcn = TrainConfig(recipe="stgcn", data="d", output="o").model_dump(mode="json")

@@ -1,12 +1,14 @@
-"""One reader per source format, registered by name (the `--format` of `actionllm prepare`)."""
+"""One reader per source format, registered by name (the `--format` of `actionllm prepare`). This package is
+the catalogue: `get_reader` imports the built-in reader modules (lazily: readers pull in scipy) so that they
+register themselves in base.py's READERS."""
 
-from .base import READERS, FormatError, Reader, Rejection, get_reader, register_reader
+from .base import READERS, FormatError, Reader, Rejection, register_reader
 
-__all__ = ["READERS", "FormatError", "Reader", "Rejection", "get_reader", "register_reader", "_load_all"]
+__all__ = ["READERS", "FormatError", "Reader", "Rejection", "get_reader", "load_all", "register_reader"]
 
 
-def _load_all() -> None:
-    """Import the reader modules so that they register. Kept lazy: readers pull in scipy."""
+def load_all() -> None:
+    """Import the built-in reader modules so that they register."""
     from . import (  # noqa: F401
         coco_keypoints,
         florence3d,
@@ -19,3 +21,11 @@ def _load_all() -> None:
         utd_mhad,
         utkinect,
     )
+
+
+def get_reader(name: str) -> type[Reader]:
+    load_all()
+    try:
+        return READERS[name]
+    except KeyError:
+        raise KeyError(f"unknown format {name!r}; known formats: {sorted(READERS)}") from None

@@ -103,15 +103,6 @@ def register_reader(cls: type[Reader]) -> type[Reader]:
     return cls
 
 
-def get_reader(name: str) -> type[Reader]:
-    from . import _load_all
-
-    _load_all()  # registers the built-in readers
-    try:
-        return READERS[name]
-    except KeyError:
-        raise KeyError(f"unknown format {name!r}; known formats: {sorted(READERS)}") from None
-
 
 def parse_ids(stem: str, keys: str) -> dict[str, int]:
     """Parse names like 'a01_s02_e03' or 'S001C002P003R002A013' into {'a': 1, 's': 2, 'e': 3}.

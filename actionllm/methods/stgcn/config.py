@@ -1,0 +1,29 @@
+"""The stgcn recipe's config: ST-GCN (Yan, Xiong, Lin, AAAI 2018) as PYSKL (Duan et al., ACM MM 2022) trains it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...components.clips import ClipConfig
+from ...registry import RecipeConfig
+from ...skeleton.augment import AugmentConfig
+
+
+class STGCNConfig(RecipeConfig):
+    """ST-GCN (Yan, Xiong, Lin, AAAI 2018) as PYSKL trains it: the field's yardstick, no LLM."""
+
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    preset: Literal["standard", "small"] = Field(
+        "small", description="standard: the paper's 10 blocks (64-128-256 channels); small: 6 blocks "
+        "(32-64-128) for CPU runs")
+    temporal_kernel: int = Field(9, ge=1, description="temporal convolution kernel (paper: 9)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each temporal conv (PYSKL: 0)")
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    edge_importance: bool = Field(True, description="learnable edge-importance weights (paper sec. 3.6)")
+    # PYSKL's ST-GCN configs train with RandomRot(theta=0.3) on 3D joints; switched on for the recipe here
+    augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig(rotate=0.3, scale=0.1, crop=0.9))
+
+    def windowing(self) -> tuple[int | None, int | None]:
+        return self.clip.window, self.clip.stride

@@ -1,0 +1,28 @@
+"""What every command module shares: the Typer app, the consoles, one-line failures, KEY=VALUE options."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="ActionLLM: LLM-based skeleton action recognition, trained and served on Ray.")
+console = Console(stderr=True)
+out = Console()
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise typer.BadParameter(f"reader option {text!r} must look like KEY=VALUE")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)

@@ -1,0 +1,56 @@
+"""Evaluation commands: evaluate (a shard split -> report) and predict (local files, no server, no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import app, fail, out, parse_option
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="a recognizer folder (<run>/recognizer)"),
+    data: Path = typer.Option(..., help="shard folder"),
+    split: str = typer.Option("test", help="train, val or test"),
+    report: Path = typer.Option(None, help="folder for report.json, confusion.png and attention PNGs"),
+    limit: int = typer.Option(None, min=1, help="evaluate only the first N sequences"),
+    classes: str = typer.Option(None, help="comma-separated class names: evaluate only their sequences (e.g. "
+                                "the held-out classes of an unseen-class llm-ar run)"),
+) -> None:
+    """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
+    from actionllm.evaluation import evaluate as run_eval
+
+    try:
+        result = run_eval(str(checkpoint), str(data), split=split, report=str(report) if report else None, limit=limit,
+                          classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "candidates", "auc", "sensitivity",
+            "specificity"]
+    out.print_json(data={k: result[k] for k in keys if k in result})
+    if report:
+        out.print(f"report: {report / 'report.json'}", highlight=False)
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Option(..., help="a recognizer folder"),
+    input: Path = typer.Option(..., help="a file or folder in a source format"),
+    format: str = typer.Option(..., "--format", "-f", help="source format (see `actionllm formats`)"),
+    option: list[str] = typer.Option([], "--option", "-O", help="reader option KEY=VALUE"),
+) -> None:
+    """Recognise the sequences of a local file or folder (no server, no Ray). Pickle formats run code."""
+    from actionllm.inference import predict_items
+    from actionllm.methods import load_recognizer
+    from actionllm.skeleton.formats import FormatError, get_reader
+
+    try:
+        reader = get_reader(format)(input, **dict(parse_option(o) for o in option))
+        results = predict_items(load_recognizer(checkpoint), reader)
+    except (KeyError, FileNotFoundError, FormatError, ValueError) as err:
+        fail(str(err).strip('"'))
+    out.print_json(data=results)
+
+

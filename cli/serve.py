@@ -1,0 +1,44 @@
+"""`actionllm serve`: the Ray Serve application of services/ (HTTP, WebSocket, metrics, web page)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import app, console, fail, out
+
+
+@app.command()
+def serve(
+    checkpoint: list[str] = typer.Option([], help="a recognizer folder, as DIR or NAME=DIR (repeatable; the first is "
+                                          "the default model)"),
+    config: Path = typer.Option(None, help="YAML: a serve config (deploy/serve.yaml, or its `args:`), or a training "
+                                "config such as tune's best.yaml (serves the recognizer it trained)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes it: set ACTIONLLM_API_KEY)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    min_replicas: int = typer.Option(None, min=0, help="recognizer replicas at least (autoscaling)"),
+    max_replicas: int = typer.Option(None, min=1, help="recognizer replicas at most (autoscaling)"),
+    max_models: int = typer.Option(None, min=1, help="recognizers one replica holds (LRU-evicted beyond)"),
+    num_cpus: float = typer.Option(None, min=0, help="CPUs per recognizer replica"),
+    address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
+    once: Path = typer.Option(None, help="send one request and stop: a JSON request body, or a shard folder "
+                              "(its first test sequence); prints the answer"),
+) -> None:
+    """Serve recognizers over HTTP with Ray Serve: POST /v1/recognize, WS /v1/stream, /v1/models, /metrics, a
+    web page at /. Runs until Ctrl-C (or, with --once, answers one request and stops)."""
+    from pydantic import ValidationError
+
+    from services.launch import serve_config, start
+
+    try:
+        cfg = serve_config(checkpoint, config, min_replicas=min_replicas, max_replicas=max_replicas,
+                           max_models=max_models, num_cpus=num_cpus)
+    except ValidationError as err:
+        fail(f"invalid serve config:\n{err}")
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        fail(str(err).strip('"'))
+    start(cfg, host=host, port=port, address=address, once=once, say=lambda m: console.print(m, highlight=False),
+          show=lambda data: out.print_json(data=data))
+
+

@@ -1,0 +1,31 @@
+"""Recognizer folders written by main before the method-folders layout (46c0f35) still load and answer as they
+did: the same probabilities (and generated text) on the same windows. See tests/fixtures/legacy-46c0f35/."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actionllm.methods import load_recognizer
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy-46c0f35"
+
+
+@pytest.mark.parametrize("name", ["joints-llm", "stgcn", "llm-ar"])
+def test_folder_written_by_old_main_loads_and_answers_the_same(name):
+    rec = load_recognizer(FIXTURES / name)
+    expected = json.loads((FIXTURES / f"{name}.expected.json").read_text())
+    windows = list(np.load(FIXTURES / f"{name}.windows.npy"))
+    out = rec.predict_windows(windows)
+    np.testing.assert_allclose(out["probabilities"], expected["probabilities"], rtol=1e-4, atol=1e-5)
+    if "generated" in expected:
+        assert out["generated"] == expected["generated"]
+    assert rec.recipe == name
+
+
+def test_legacy_llm_ar_names_map_to_the_new_ones():
+    """The old stage name `tokenizer` and config key `tokenizer` read as `vqvae` / `vqvae_folder`."""
+    rec = load_recognizer(FIXTURES / "llm-ar")
+    assert rec.cfg.vqvae_folder == "/nonexistent/stage1/recognizer"
+    assert rec.stage == "llm"
