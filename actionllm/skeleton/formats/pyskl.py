@@ -52,8 +52,10 @@ def pair_splits(split: dict[str, list]) -> dict[str, tuple[set, set]]:
 
 def read_class_names(value) -> list[str]:
     """The class_names option: a list, or a file holding a JSON list or one name per line."""
-    if not isinstance(value, (str, Path)):
+    if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"pyskl: class_names must be a file or a list of names, got {value!r}")
     path = Path(value)
     if not path.is_file():
         raise FileNotFoundError(f"pyskl: class_names file {path} does not exist")
