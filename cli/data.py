@@ -56,7 +56,8 @@ def prepare(
     format: str = typer.Option(..., "--format", "-f", help="source format (see `actionllm formats`)"),
     input: Path = typer.Option(..., "--input", "-i", help="the dataset's folder or file, as published"),
     output: Path = typer.Option(..., "--output", "-o", help="new folder for the Parquet shards + manifest.json"),
-    protocol: str = typer.Option("cross-subject", help="split protocol, e.g. cross-subject, cross-view, split1"),
+    protocol: str = typer.Option(None, help="split protocol, e.g. cross-subject, cross-view, split1 (default: the "
+                                 "format's own; cross-subject where offered)"),
     shard_size: int = typer.Option(256, min=1, help="sequences per Parquet shard"),
     val_fraction: float = typer.Option(0.1, min=0.0, max=0.9, help="share of train moved to val (by id hash)"),
     skip_bad: bool = typer.Option(False, help="record malformed files as rejected instead of stopping"),

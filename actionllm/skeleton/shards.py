@@ -66,6 +66,7 @@ class Manifest(BaseModel):
     order: str = "source"  # how sequences were ordered in the shards
     converter_version: str = CONVERTER_VERSION
     seconds: float = 0.0
+    notes: list[str] = Field(default_factory=list)  # what the user should know (e.g. classes named by index)
 
     def write(self, folder: str | Path) -> Path:
         path = Path(folder) / MANIFEST

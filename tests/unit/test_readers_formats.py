@@ -174,8 +174,58 @@ def test_pyskl_3d_official_split_and_no_names(tmp_path):
     path = tmp_path / "x.pkl"
     write_pickle(path, [pyskl_ann("a", 1, 1, 2, v=25, c=3, scores=False)], {"train": ["a"], "test": []})
     reader, (seq,) = read_all("pyskl", path, layout="ntu25")
-    assert seq.dims == 3 and seq.layout == "ntu25" and (seq.label, seq.label_name) == (1, "")
-    assert reader.class_names == [] and reader.protocol("official")(seq) == "train"
+    # a PYSKL pickle names no classes: named by index up to the largest label, with a note
+    assert seq.dims == 3 and seq.layout == "ntu25" and (seq.label, seq.label_name) == (1, "class_1")
+    assert reader.class_names == ["class_0", "class_1"] and reader.protocol("official")(seq) == "train"
+    assert len(reader.notes) == 1 and "class_names=FILE" in reader.notes[0]
+
+
+def test_pyskl_prepare_defaults_to_the_pickles_protocol_and_names_classes(tmp_path, capsys):
+    from actionllm.skeleton.prepare import prepare
+    from actionllm.skeleton.shards import Manifest
+
+    path = tmp_path / "x.pkl"
+    anns = [pyskl_ann(f"s{i}", i % 3, 1, 4) for i in range(9)]
+    write_pickle(path, anns, {"train": [f"s{i}" for i in range(6)], "test": ["s6", "s7", "s8"]})
+    # no protocol named: the pickle's own ('official'), not 'cross-subject' which it does not offer
+    m = prepare(get_reader("pyskl")(path), tmp_path / "out", val_fraction=0)
+    assert m.protocol == "official" and (m.counts["train"], m.counts["test"]) == (6, 3)
+    assert m.class_names == ["class_0", "class_1", "class_2"] and set(m.per_class) == set(m.class_names)
+    assert len(m.notes) == 1 and "named by label index" in m.notes[0]
+    assert Manifest.read(tmp_path / "out").notes == m.notes  # recorded in manifest.json
+    assert "note: pyskl: the pickle names no classes" in capsys.readouterr().err
+    # -O class_names=FILE: a JSON list, or one name per line; no note then
+    for i, text in enumerate(['["walk", "run", "jump"]\n', "walk\nrun\n\njump\n"]):
+        names = tmp_path / f"names{i}"
+        names.write_text(text)
+        m = prepare(get_reader("pyskl")(path, class_names=str(names)), tmp_path / f"named{i}", val_fraction=0)
+        assert m.class_names == ["walk", "run", "jump"] and m.notes == [] and set(m.per_class) == set(m.class_names)
+    names.write_text('["walk", 3]')
+    with pytest.raises(ValueError, match="JSON list of strings"):
+        get_reader("pyskl")(path, class_names=str(names))
+    with pytest.raises(FileNotFoundError, match="class_names file"):
+        get_reader("pyskl")(path, class_names=str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match="has no protocol 'cross-subject'; it has \\['official'\\]"):
+        prepare(get_reader("pyskl")(path), tmp_path / "out2", "cross-subject")
+
+
+def test_default_protocol_of_every_format(tmp_path):
+    from actionllm.skeleton.formats import READERS, load_all
+
+    load_all()
+    offered = {"msr-action3d": "cross-subject", "utkinect": "cross-subject", "florence3d": "cross-subject",
+               "utd-mhad": "cross-subject", "nw-ucla": "cross-subject", "ntu": "cross-subject",
+               "jhmdb": "official", "coco-keypoints": "holdout", "openpose": "holdout"}
+    for name, expected in offered.items():
+        reader = READERS[name].__new__(READERS[name])  # protocols of these formats need no input
+        reader.__dict__.update(input=tmp_path, options={}, notes=[], split=1)
+        assert reader.default_protocol() == expected, name
+    path = tmp_path / "x.pkl"
+    write_pickle(path, [pyskl_ann("a", 0, 1, 2)], {"xsub_train": ["a"], "xsub_val": [], "xview_train": [],
+                                                   "xview_val": ["a"]})
+    assert get_reader("pyskl")(path).default_protocol() == "xsub"
+    write_pickle(path, [pyskl_ann("a", 0, 1, 2)], {})
+    assert get_reader("pyskl")(path).default_protocol() == "holdout"
 
 
 def test_pyskl_bad(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from training.config import TrainConfig
-from training.tune import apply_params, load_space_file, validate_space
+from training.tune import apply_params, load_space_file, normalise_space, validate_space
 
 BASE = TrainConfig(data="d", output="o", recipe_config={"backbone": {"name_or_path": "tiny"}}).model_dump(mode="json")
 FACTS = {"layout": "kinect20", "dims": 3, "max_frames": 100}
@@ -73,3 +73,20 @@ def test_search_algorithms():
         search_algorithm("optuna", {"lr": {"grid": [1e-4, 1e-3]}}, "val_accuracy", "max", 0)
     with pytest.raises(ValueError, match="unknown --search 'bayes'"):
         search_algorithm("bayes", {}, "val_accuracy", "max", 0)
+
+
+def test_plain_list_is_a_choice_and_malformed_entries_are_refused_once(tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text("window: [12, 18]\nrank: [4, 8]\nlr: 3.0e-4\n")  # how sweep files are often written
+    space, train, inherit = load_space_file(f)
+    assert normalise_space(space) == {"window": {"choice": [12, 18]}, "rank": {"choice": [4, 8]}, "lr": 3e-4}
+    assert validate_space("joints-llm", BASE, space, FACTS) == []  # 4 valid combinations, no pydantic errors
+    nested = normalise_space({"lora.target_modules": [["q_proj", "v_proj"], ["q_proj"]]})  # list values: a list of lists
+    assert nested == {"lora.target_modules": {"choice": [["q_proj", "v_proj"], ["q_proj"]]}}
+    with pytest.raises(ValueError) as err:
+        validate_space("joints-llm", BASE, {"window": [], "rank": {"choices": [4, 8]}, "lr": {"uniform": [1]},
+                                            "stride": [6]}, FACTS)
+    msg = str(err.value)
+    assert msg.startswith("the search space is malformed:") and msg.count("space key") == 3
+    assert "'window': choice needs a non-empty list" in msg and "'rank'" in msg and "'lr'" in msg
+    assert "accepted forms: {choice: [a, b]}, [a, b] (= choice)" in msg

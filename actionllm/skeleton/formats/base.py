@@ -49,12 +49,14 @@ class Reader:
     description: str = ""
     layout: str = ""  # the layout its sequences are in
     trusted_pickle: bool = False  # True when reading runs pickle.load on the user's files
+    preferred_protocol: str | None = None  # the default split protocol, when not cross-subject / the first one
 
     def __init__(self, input_path: str | Path, **options):
         self.input = Path(input_path)
         if not self.input.exists():
             raise FileNotFoundError(f"{self.name}: input {self.input} does not exist")
         self.options = options
+        self.notes: list[str] = []  # what the user should know about the conversion (recorded in manifest.json)
 
     # --- what subclasses provide -----------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -84,6 +86,17 @@ class Reader:
     def __iter__(self) -> Iterator[SkeletonSequence | Rejection]:
         for path in self.files():
             yield from self.read_file(path)
+
+    def default_protocol(self) -> str:
+        """The protocol `prepare` uses when none is named: the reader's `preferred_protocol`, else
+        'cross-subject' where offered (the usual one), else the first the reader offers."""
+        offered = list(self.protocols)
+        if not offered:
+            raise ValueError(f"format {self.name!r} offers no split protocol")
+        for name in (self.preferred_protocol, "cross-subject"):
+            if name in offered:
+                return name
+        return offered[0]
 
     def protocol(self, name: str) -> Protocol:
         if name not in self.protocols:

@@ -10,13 +10,17 @@ SECURITY: unpickling runs code. Only load local pickle files that the user named
 Protocols come from the file's ``split``: ``<p>_train`` with ``<p>_test`` (preferred) or ``<p>_val``
 gives protocol ``<p>``; plain ``train`` with ``test``/``val`` gives ``official``. A sample in neither list
 of the chosen protocol is an error (ValueError) rather than a silent guess. A pickle without any such
-pair offers ``holdout`` (a deterministic 80/20 split by frame_dir) instead. Class names: option
-``class_names`` (a list or a text file with one name per line), else none (labels stay indices, empty
-names). NTU-style frame_dirs (``S001C002P003R002A013``) give subject (P) and view (C), else "".
+pair offers ``holdout`` (a deterministic 80/20 split by frame_dir) instead; `prepare` without a protocol uses
+the first one (``official`` for a plain train/test pair). Class names: option ``class_names`` (a list, or a
+file: a JSON list, or a text file with one name per line; ``-O class_names=FILE``); PYSKL pickles carry none,
+so without the option classes are named by index (``class_0`` ... up to the largest label), with a note in
+``notes`` (prepare records it in manifest.json). NTU-style frame_dirs (``S001C002P003R002A013``) give subject (P)
+and view (C), else "".
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +50,38 @@ def pair_splits(split: dict[str, list]) -> dict[str, tuple[set, set]]:
     return out
 
 
+def read_class_names(value) -> list[str]:
+    """The class_names option: a list, or a file holding a JSON list or one name per line."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"pyskl: class_names must be a file or a list of names, got {value!r}")
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"pyskl: class_names file {path} does not exist")
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"pyskl: class_names file {path} is not a valid JSON list: {err}") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"pyskl: class_names file {path} must hold a JSON list of strings")
+        return names
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def max_label(annotations: list) -> int:
+    """The largest integer label of the annotations (-1: none); malformed ones are left to read_file."""
+    top = -1
+    for ann in annotations:
+        try:
+            top = max(top, int(ann.get("label", -1)))
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return top
+
+
 def make_protocol(name: str, train: set, test: set) -> Protocol:
     def split(seq: SkeletonSequence) -> str:
         if seq.sample_id in train:
@@ -69,11 +105,9 @@ class PYSKLReader(Reader):
         self.layout = options.get("layout") or type(self).layout
         self.num_joints = get_layout(self.layout).num_joints
         self.fps = float(options.get("fps", 30.0))
-        names = options.get("class_names") or []
-        if isinstance(names, (str, Path)):
-            names = [ln.strip() for ln in Path(names).read_text().splitlines() if ln.strip()]
-        self._names = list(names)
+        self._names = read_class_names(options.get("class_names") or [])
         self._cache: tuple[Path, dict] | None = None  # the last pickle loaded (they can be large)
+        self._num_labels: int | None = None  # largest label + 1 over the pickles (learnt with the protocols)
 
     def files(self) -> list[Path]:
         return [self.input] if self.input.is_file() else sorted(self.input.glob("*.pkl"))
@@ -93,17 +127,31 @@ class PYSKLReader(Reader):
 
     @property
     def class_names(self) -> list[str]:
+        """The names given by the class_names option, else class_<label> up to the largest label in the
+        pickles (a PYSKL pickle names no classes; training needs names)."""
+        if not self._names:
+            self.protocols  # noqa: B018 - one pass over the pickles learns the splits and the labels
+            if self._num_labels:
+                self._names = [f"class_{i}" for i in range(self._num_labels)]
+                self.notes.append(
+                    f"{self.name}: the pickle names no classes; named by label index (class_0 ... "
+                    f"class_{self._num_labels - 1}). Pass -O class_names=FILE (one name per line, or a JSON list) "
+                    "to name them.")
         return list(self._names)
 
     @property
     def protocols(self) -> dict[str, Protocol]:
         if not hasattr(self, "_protocols"):
             pairs: dict[str, tuple[set, set]] = {}
+            top = -1
             for path in self.files():
-                for name, (train, test) in pair_splits(self._load(path).get("split") or {}).items():
+                data = self._load(path)
+                for name, (train, test) in pair_splits(data.get("split") or {}).items():
                     old = pairs.setdefault(name, (set(), set()))
                     old[0].update(train)
                     old[1].update(test)
+                top = max(top, max_label(data["annotations"]))
+            self._num_labels = top + 1
             self._protocols = {n: make_protocol(n, tr, te) for n, (tr, te) in sorted(pairs.items())}
             if not self._protocols:
                 self._protocols = {"holdout": holdout}
@@ -112,11 +160,12 @@ class PYSKLReader(Reader):
     def read_file(self, path: Path) -> Iterator[SkeletonSequence | Rejection]:
         path = Path(path)
         data = self._load(path)
+        names = self.class_names  # (while this pickle is still cached)
         self._cache = None  # read once: let the annotations go with the caller's items
         for i, ann in enumerate(data["annotations"]):
-            yield self._sequence(path, i, ann)
+            yield self._sequence(path, i, ann, names)
 
-    def _sequence(self, path: Path, i: int, ann) -> SkeletonSequence:
+    def _sequence(self, path: Path, i: int, ann, names: list[str]) -> SkeletonSequence:
         if not isinstance(ann, dict) or "frame_dir" not in ann:
             raise FormatError(path, f"annotation #{i} is not a dict with a 'frame_dir'")
         fd = str(ann["frame_dir"])
@@ -145,6 +194,6 @@ class PYSKLReader(Reader):
             meta.update(setup=ids[0], replication=ids[3])
         return SkeletonSequence(
             sample_id=fd, layout=self.layout, joints=kp, scores=scores, label=label,
-            label_name=self._names[label] if 0 <= label < len(self._names) else "", dataset=self.name,
+            label_name=names[label] if 0 <= label < len(names) else "", dataset=self.name,
             subject=str(ids[2]) if ids else "", view=str(ids[1]) if ids else "", fps=self.fps, meta=meta,
         )
