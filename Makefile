@@ -53,7 +53,7 @@ test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -q tests/unit
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check actionllm training services tests bench
+	$(VENV)/bin/ruff check actionllm training services cli cluster tests bench
 	$(PY) tests/check_imports.py
 
 bench: $(STAMP)

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from actionllm.components.backbone import BackboneConfig, load_backbone
-from actionllm.methods.joints_llm.model import JointsLLMRecognizer
-from actionllm.methods.joints_llm.model import collate
+from actionllm.methods.joints_llm.model import JointsLLMRecognizer, collate
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
 

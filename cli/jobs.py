@@ -10,7 +10,6 @@ from rich.table import Table
 
 from .common import app, console, fail, out
 
-
 cluster_app = typer.Typer(no_args_is_help=True, help="A local Ray head on this machine (token auth, loopback "
                           "dashboard) for `actionllm submit`.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Ray jobs on a cluster: list, status, logs, stop.")

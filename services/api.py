@@ -29,8 +29,8 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actionllm.inference import aggregate, cut
 from actionllm.contract import read_config
+from actionllm.inference import aggregate, cut
 from actionllm.skeleton.layouts import get_layout
 
 from .metrics import EventBuffer

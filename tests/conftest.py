@@ -67,9 +67,9 @@ def tiny_llm_ar(tmp_path_factory, data_root) -> Path:
     """An llm-ar recognizer folder for MSR Action3D on the tiny base: a small random VQ-VAE, random LoRA."""
     import torch
 
-    from actionllm.methods.llm_ar.vqvae import ActionVQVAE
-    from actionllm.methods.llm_ar.model import LLMARRecognizer
     from actionllm.methods import get_recipe
+    from actionllm.methods.llm_ar.model import LLMARRecognizer
+    from actionllm.methods.llm_ar.vqvae import ActionVQVAE
     from actionllm.skeleton.formats import get_reader
 
     classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names

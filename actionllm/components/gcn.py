@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn

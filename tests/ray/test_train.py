@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from actionllm.evaluation import evaluate
 from actionllm.skeleton.formats import get_reader
 from actionllm.skeleton.prepare import prepare
 from training.config import TrainConfig
-from actionllm.evaluation import evaluate
 from training.train import run_training
 
 pytestmark = pytest.mark.ray

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from actionllm.methods import get_recipe
 from actionllm.methods.llm_ar.model import VQVAERecognizer
 from actionllm.methods.llm_ar.vqvae import (
     ActionVQVAE,
@@ -22,7 +23,6 @@ from actionllm.methods.llm_ar.vqvae import (
     zipf_distribution,
     zipf_loss,
 )
-from actionllm.methods import get_recipe
 
 TINY = {"backbone": {"name_or_path": "tiny"}}
 

@@ -1,8 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from actionllm.methods import RECIPES, get_recipe
-from actionllm.methods import load_recognizer
+from actionllm.methods import RECIPES, get_recipe, load_recognizer
 from actionllm.methods.joints_llm.model import JointsLLMRecognizer, WindowPreprocessor
 
 

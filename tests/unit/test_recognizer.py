@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actionllm.methods.joints_llm.model import JointsLLMRecognizer
-from actionllm.methods.joints_llm.model import WindowPreprocessor, collate
+from actionllm.methods.joints_llm.model import JointsLLMRecognizer, WindowPreprocessor, collate
 from actionllm.skeleton.formats import get_reader
 from actionllm.skeleton.transforms import sliding_windows
 

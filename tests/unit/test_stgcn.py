@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from actionllm.components.gcn import adjacency, graph_centre, hop_distances, spatial_partition
 from actionllm.components.clips import ClipCollate, ClipPreprocessor, prepare_clip
+from actionllm.components.gcn import adjacency, graph_centre, hop_distances, spatial_partition
 from actionllm.methods import get_recipe, load_recognizer
 from actionllm.methods.stgcn.model import STGCNRecognizer
 from actionllm.registry import knob_overrides
