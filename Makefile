@@ -40,6 +40,8 @@ demo: $(STAMP)
 	@echo "demo report: $(DEMO)/report/report.json (confusion.png, attention_frames.png, attention_joints.png)"
 	# serve the recognizer (Ray Serve on the local Ray), send one real HTTP request (a test sequence), print the answer
 	$(VENV)/bin/actionllm serve --checkpoint $(DEMO)/run/recognizer --port $(DEMO_PORT) --once $(DEMO)/shards
+	@echo "keep the service up: $(VENV)/bin/actionllm serve --checkpoint $(DEMO)/run/recognizer --port $(DEMO_PORT)"
+	@echo "  then open http://127.0.0.1:$(DEMO_PORT)/ (web page: 'Try a sample'), Ctrl-C stops it"
 
 # headless Chromium for the web page test (Debian packages; skipped when both are already there)
 browser:

@@ -45,6 +45,30 @@ def read_config(folder: str | Path) -> dict:
     return meta
 
 
+SAMPLE = "sample.json"
+SAMPLE_MAX_FRAMES = 300
+
+
+def write_sample(folder: str | Path, seq) -> Path:
+    """A real sequence of the recognizer's data (a SkeletonSequence, body 0, at most SAMPLE_MAX_FRAMES frames) as
+    `sample.json` in its folder: what the service's web page offers as a one-click example."""
+    path = Path(folder) / SAMPLE
+    frames = seq.joints[0, :SAMPLE_MAX_FRAMES]
+    path.write_text(json.dumps({"sample_id": seq.sample_id, "label": seq.label_name, "layout": seq.layout,
+                                "fps": float(seq.fps), "frames": np.round(frames, 4).tolist()}) + "\n")
+    return path
+
+
+def read_sample(folder: str | Path) -> dict | None:
+    """The folder's `sample.json` (None when it has none or it is unreadable)."""
+    path = Path(folder) / SAMPLE
+    try:
+        sample = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return sample if isinstance(sample, dict) and isinstance(sample.get("frames"), list) else None
+
+
 def save_module(module: nn.Module, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
 

@@ -146,15 +146,19 @@ def stream(
     batch_size: int = typer.Option(64, min=1, help="windows per batch"),
     address: str = typer.Option(None, help="Ray cluster address (default: start a local Ray)"),
     local: bool = typer.Option(False, help="start an embedded local Ray even if RAY_ADDRESS is set"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's logs here (default: a log file)"),
 ) -> None:
     """Stream windows from shards through Ray Data (read_parquet -> windows -> batches) and count them."""
     from training.data import stream_stats
 
+    from .progress import run_log, scratch_log
+
     t0 = time.perf_counter()
     try:
-        stats = stream_stats(str(data), window=window, stride=stride or None,
-                             split=None if split == "all" else split, batch_size=batch_size,
-                             address=None if local else address)
+        with run_log(scratch_log("stream"), verbose):
+            stats = stream_stats(str(data), window=window, stride=stride or None,
+                                 split=None if split == "all" else split, batch_size=batch_size,
+                                 address=None if local else address)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     stats["wall_s"] = round(time.perf_counter() - t0, 2)

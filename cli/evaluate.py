@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import app, fail, out, parse_option
+from .common import app, console, fail, out, parse_option
 
 
 @app.command()
@@ -30,8 +30,14 @@ def evaluate(
     keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "candidates", "auc", "sensitivity",
             "specificity"]
     out.print_json(data={k: result[k] for k in keys if k in result})
+    top = f"top-1 {result['top1']:.3f} on {result['sequences']} sequences (chance {result['chance']:.3f})"
+    if "auc" in result and result["auc"] is not None:
+        top += f", AUC {result['auc']:.3f}"
+    console.print(f"[bold]{top}[/]", highlight=False)
     if report:
         out.print(f"report: {report / 'report.json'}", highlight=False)
+        pngs = [f for f in result.get("files", []) if f.endswith(".png")]
+        console.print("  pictures: " + ", ".join(str(report / f) for f in pngs), highlight=False)
 
 
 @app.command()

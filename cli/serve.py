@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .common import app, console, fail, out
+from .progress import run_log, scratch_log
 
 
 @app.command()
@@ -24,6 +25,8 @@ def serve(
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
     once: Path = typer.Option(None, help="send one request and stop: a JSON request body, or a shard folder "
                               "(its first test sequence); prints the answer"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="with --once: show Ray's logs here (default: a log "
+                                 "file, named at the end)"),
 ) -> None:
     """Serve recognizers over HTTP with Ray Serve: POST /v1/recognize, WS /v1/stream, /v1/models, /metrics, a
     web page at /. Runs until Ctrl-C (or, with --once, answers one request and stops)."""
@@ -38,7 +41,13 @@ def serve(
         fail(f"invalid serve config:\n{err}")
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
-    start(cfg, host=host, port=port, address=address, once=once, say=lambda m: console.print(m, highlight=False),
-          show=lambda data: out.print_json(data=data))
+    say = lambda m: console.print(m, highlight=False)  # noqa: E731
+    if once is None:  # a long-running service keeps Ray's logs on the terminal
+        start(cfg, host=host, port=port, address=address, say=say, show=lambda data: out.print_json(data=data))
+        return
+    with run_log(scratch_log("serve-once"), verbose) as log:
+        start(cfg, host=host, port=port, address=address, once=once, say=say, show=lambda data: out.print_json(data=data))
+    if log:
+        console.print(f"  Ray's log of this run: {log}", highlight=False)
 
 

@@ -54,18 +54,25 @@ def train(
     settings: list[str] = typer.Option([], "--set", help="dotted.path=value, repeatable: any TrainConfig field "
                                        "(lr=1e-3) or field of the recipe's config (bridge.window=12, lora.dropout=0.1)"),
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's logs and library warnings here "
+                                 "(default: they go to <output>/train.log)"),
 ) -> None:
     """Train a recognizer with Ray Train: LoRA on the backbone + the head (joints-llm), a whole GCN (stgcn), or
-    the action VQ-VAE then LoRA on a generative LLM (llm-ar: --stage tokenizer, --stage llm, or both in order).
+    the action VQ-VAE then LoRA on a generative LLM (llm-ar: --stage vqvae, --stage llm, or both in order).
 
     Streams windows from the shards through Ray Data, trains on --workers workers with DDP, checkpoints every
     epoch and resumes after a worker crash; writes <output>/recognizer (the folder evaluate/serve load).
     """
     from pydantic import ValidationError
 
+    from actionllm import storage
     from actionllm.registry import get_recipe, knob_overrides
     from training.config import TrainConfig
     from training.train import run_training
+
+    from .progress import TrainProgress, run_log
+
+    log = None
 
     flags = {"recipe": recipe, "stage": stage, "data": data, "output": output, "workers": workers, "use_gpu": use_gpu,
              "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr}
@@ -79,11 +86,23 @@ def train(
             "precision": precision, "prompt": prompt, "pooling": pooling, "frames": frames, "preset": preset}))
         tc = tc.with_settings(settings)
         get_recipe(tc.recipe).config(tc.recipe_config)  # validate before starting Ray
-        summary = run_training(tc, address=address)
+        run_dir = storage.local_run_dir(tc.output)
+        with run_log(run_dir / "train.log", verbose) as log, TrainProgress(run_dir):
+            summary = run_training(tc, address=address)
     except ValidationError as err:
         fail(f"invalid training config:\n{err}")
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
+    except Exception as err:  # a failure inside Ray: its traceback is in the log
+        if verbose:
+            raise
+        fail(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+             f"  the full log: {log}", code=1)
+    metrics = summary.get("metrics", {})
+    shown = "  ".join(f"{k} {metrics[k]:.3g}" for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+                      if isinstance(metrics.get(k), float))
+    console.print(f"[bold green]trained[/] {summary['recognizer']}  ({shown})" + (f"\n  log: {log}" if log else ""),
+                  highlight=False)
     out.print_json(data=summary)
 
 

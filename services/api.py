@@ -29,7 +29,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actionllm.contract import read_config
+from actionllm.contract import read_config, read_sample
 from actionllm.inference import aggregate, cut
 from actionllm.skeleton.layouts import get_layout
 
@@ -66,7 +66,8 @@ def model_info(name: str, path: str) -> ModelInfo:
     layout = get_layout(meta["layout"])
     return ModelInfo(name=name, recipe=meta["recipe"], layout=meta["layout"], dims=meta["dims"],
                      window=meta.get("window"), stride=meta.get("stride"), classes=meta["class_names"],
-                     joint_names=list(layout.joints), bones=[(int(a), int(b)) for a, b in layout.bone_index])
+                     joint_names=list(layout.joints), bones=[(int(a), int(b)) for a, b in layout.bone_index],
+                     sample=read_sample(path) is not None)
 
 
 # --- errors, body limit, auth, per-request metrics ------------------------------------------------------------
@@ -203,6 +204,7 @@ class Ingress:
         """The API key: its SHA-256 as handed over by build_app (the key itself never enters the deployment's
         config), else the replica's own `api_key_env` variable; neither: no key needed."""
         self.infos = {name: model_info(name, path) for name, path in models.items()}
+        self.samples = {name: read_sample(path) for name, path in models.items()}
         self.default = next(iter(self.infos))
         self.server, self.collector, self.max_frames = server, collector, max_frames
         own = os.environ.get(api_key_env)
@@ -243,6 +245,16 @@ class Ingress:
     @api.get("/v1/models", response_model=list[ModelInfo])
     async def models(self) -> list[ModelInfo]:
         return list(self.infos.values())
+
+    @api.get("/v1/models/{name}/sample")
+    async def sample(self, name: str) -> dict:
+        """A real sequence of the model's data (its folder's sample.json): a request body plus its true label."""
+        if name not in self.infos:
+            raise ApiError(404, "unknown model", "model", f"{name!r}; served: {sorted(self.infos)}")
+        sample = self.samples.get(name)
+        if sample is None:
+            raise ApiError(404, "no sample", "model", f"{name!r} has no sample.json (trained before samples were kept)")
+        return {"model": name, **sample}
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -97,8 +97,13 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
             answer = r.json()
             if r.status_code != 200:
                 raise RuntimeError(f"the service answered {r.status_code}: {answer}")
+            top = max(answer["probabilities"].values())
+            verdict = "" if truth is None else (" (correct)" if truth == answer["label"] else " (wrong)")
+            say(f"served answer: {answer['label']} with probability {top:.2f}"
+                + (f"; true label: {truth}{verdict}" if truth is not None else "")
+                + f"  [model {answer['model']}, {len(answer['windows'])} window(s), {answer['latency_ms']:.0f} ms]")
             show({"status": r.status_code, "model": answer["model"], "label": answer["label"], "true_label": truth,
-                  "top_probability": max(answer["probabilities"].values()), "windows": len(answer["windows"]),
+                  "top_probability": top, "windows": len(answer["windows"]),
                   "latency_ms": round(answer["latency_ms"], 1)})
         finally:
             serve.shutdown()

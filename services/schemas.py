@@ -84,6 +84,7 @@ class ModelInfo(BaseModel):
     classes: list[str]
     joint_names: list[str] = Field(description="the joints of `layout`, in the order requests send them")
     bones: list[tuple[int, int]] = Field(description="joint index pairs of the layout (for drawing)")
+    sample: bool = Field(False, description="GET /v1/models/{name}/sample has a real sequence of its data")
 
 
 def _field(loc: tuple) -> str:

@@ -169,6 +169,10 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(rec)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     log_path = Path(tc.output) / "metrics.jsonl"
+    if rank == 0:  # what the CLI's progress bar needs to know before the first step line
+        with log_path.open("a") as f:
+            f.write(json.dumps({"kind": "start", "epochs": tc.epochs, "steps_per_epoch": steps_per_epoch,
+                                "total_steps": total_steps, "start_epoch": start_epoch, "workers": world}) + "\n")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for epoch in range(start_epoch, tc.epochs):
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0

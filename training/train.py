@@ -19,8 +19,9 @@ from ray.train.torch import TorchTrainer
 
 from actionllm import storage
 from actionllm.components.backbone import check_available
+from actionllm.contract import write_sample
 from actionllm.registry import get_recipe
-from actionllm.skeleton.shards import Manifest, shard_files
+from actionllm.skeleton.shards import Manifest, read_shards, shard_files
 from actionllm.skeleton.transforms import window_starts
 
 from .config import TrainConfig
@@ -45,6 +46,15 @@ def count_windows(data: str, split: str, window: int | None, stride: int | None,
                 if 0 <= label < len(per_class):
                     per_class[label] += w
     return total, per_class, len(manifest.class_names)
+
+
+def first_sequence(data: str, exclude: frozenset[int] = frozenset()):
+    """The first test (else val) sequence of the data, for the recognizer folder's sample.json."""
+    for split in ("test", "val"):
+        for seq, _ in read_shards(data, split=split):
+            if seq.label not in exclude:
+                return seq
+    return None
 
 
 def held_out_labels(recipe_cfg, class_names: list[str]) -> frozenset[int]:
@@ -175,6 +185,9 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     with result.checkpoint.as_directory() as d:
         shutil.copytree(Path(d) / "recognizer", final)
         metrics = json.loads((Path(d) / "metrics.json").read_text())
+    sample = first_sequence(tc.data, exclude)
+    if sample is not None:
+        write_sample(final, sample)
     summary = {"recognizer": str(final), "checkpoint": result.checkpoint.path, "metrics": metrics,
                "train_windows": train_windows, "val_windows": val_windows}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -359,6 +359,51 @@ def test_web_page_in_headless_chromium(service, body, tmp_path):
         browser.quit()
 
 
+def test_sample_endpoint_serves_the_folders_real_sequence(service):
+    url, _ = service
+    models = {m["name"]: m for m in httpx.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()}
+    assert models["alpha"]["sample"] is True and models["beta"]["sample"] is False
+    r = httpx.get(f"{url}/v1/models/alpha/sample", headers=AUTH, timeout=30)
+    sample = r.json()
+    assert r.status_code == 200 and sample["layout"] == "kinect20" and len(sample["frames"][0]) == 20
+    assert sample["label"] in models["alpha"]["classes"]
+    answer = post(url, {"model": "alpha", "layout": sample["layout"], "frames": sample["frames"]})
+    assert answer.status_code == 200
+    for name, field in (("beta", "model"), ("nope", "model")):
+        r = httpx.get(f"{url}/v1/models/{name}/sample", headers=AUTH, timeout=30)
+        assert r.status_code == 404 and r.json()["field"] == field
+    assert httpx.get(f"{url}/v1/models/alpha/sample", timeout=30).status_code == 401  # behind the key too
+
+
+def test_web_page_sample_shows_the_answer_over_time(service):
+    """A new user's first click: 'Try a sample' recognises a real sequence of the model's data, shows the true
+    label beside the answer and the label of each window along a timeline; a model without a sample disables it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, _ = service
+    browser = chromium()
+    try:
+        browser.set_window_size(1280, 900)
+        browser.get(url + "/")
+        browser.find_element(By.ID, "key").send_keys(KEY + "\t")
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 4)
+        Select(browser.find_element(By.ID, "model")).select_by_value("beta")
+        assert not browser.find_element(By.ID, "sample").is_enabled()
+        Select(browser.find_element(By.ID, "model")).select_by_value("alpha")
+        wait.until(lambda b: b.find_element(By.ID, "sample").is_enabled())
+        browser.find_element(By.ID, "sample").click()
+        result = wait.until(lambda b: b.execute_script("return window.lastResult"))
+        assert result["model"] == "alpha"
+        assert browser.find_element(By.ID, "truth").text.startswith("true label: ")
+        segments = browser.find_elements(By.CSS_SELECTOR, "#timeline .seg")
+        assert len(segments) >= 2 and segments[0].text == result["windows"][0]["label"]
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#timeline .seg.now"))  # playback marks a window
+    finally:
+        browser.quit()
+
+
 def test_llm_ar_recognizer_is_served_with_no_code_of_its_own(service, body, tiny_llm_ar):
     """A generative recognizer (llm-ar) through the same endpoint: scores from the names' likelihoods, the
     LLM's own words per window, and the same answer as in-process."""
