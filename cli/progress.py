@@ -109,7 +109,8 @@ class TrainProgress:
             desc = f"{stage}epoch {epoch + 1}/{getattr(self, 'total_epochs', '?')}"
             total = getattr(self, "steps_per_epoch", None)
             done = rec["step"] - epoch * total if total else rec["step"]
-            info = "  ".join(f"{k} {_fmt(rec[k])}" for k in ("loss", "accuracy") if k in rec)
+            named = {"loss": "loss", "running_accuracy": "acc (epoch so far)", "accuracy": "acc (epoch so far)"}
+            info = "  ".join(f"{label} {_fmt(rec[k])}" for k, label in named.items() if k in rec)
             info += f"  {rec.get('samples_per_s', 0):.1f} windows/s"
             if self.task is None or self.bar.tasks[self.task].description != desc:
                 if self.task is not None:
