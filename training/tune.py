@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from actionllm.components.backbone import check_available
 from actionllm.registry import deep_merge, get_recipe, knob_overrides, set_path
 from actionllm.skeleton.shards import Manifest
 
@@ -300,6 +301,9 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
         if reasons:
             shown = "\n  ".join(reasons[:12]) + (f"\n  ... and {len(reasons) - 12} more" if len(reasons) > 12 else "")
             raise ValueError(f"the search space is refused before any trial starts:\n  {shown}")
+    backbone = getattr(get_recipe(recipe).config(base_tc.recipe_config), "backbone", None)
+    if backbone is not None:  # one clear line before Ray starts, not a failure in every trial
+        check_available(backbone)
     out.mkdir(parents=True, exist_ok=True)
     # logical CPUs per trial: its driver (0.1), its Train workers, the encoder actors of the train and val
     # pipelines (up to one per worker each) and the read tasks; too few and Ray Data waits forever
