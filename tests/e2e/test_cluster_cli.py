@@ -28,7 +28,7 @@ from cli_helpers import ACTIONLLM, ENV  # noqa: E402
 from conftest import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_YAML = ROOT / "training" / "configs" / "demo.yaml"
+DEMO_YAML = ROOT / "actionllm" / "methods" / "joints_llm" / "configs" / "demo.yaml"
 
 
 def actionllm(*args, env: dict, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
