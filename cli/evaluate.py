@@ -37,7 +37,7 @@ def evaluate(
     if report:
         out.print(f"report: {report / 'report.json'}", highlight=False)
         pngs = [f for f in result.get("files", []) if f.endswith(".png")]
-        console.print("  pictures: " + ", ".join(str(report / f) for f in pngs), highlight=False)
+        console.print("  pictures: " + ", ".join(str(report / f) for f in pngs), highlight=False, soft_wrap=True)
 
 
 @app.command()

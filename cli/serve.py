@@ -48,6 +48,6 @@ def serve(
     with run_log(scratch_log("serve-once"), verbose) as log:
         start(cfg, host=host, port=port, address=address, once=once, say=say, show=lambda data: out.print_json(data=data))
     if log:
-        console.print(f"  Ray's log of this run: {log}", highlight=False)
+        console.print(f"  Ray's log of this run: {log}", highlight=False, soft_wrap=True)
 
 

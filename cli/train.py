@@ -102,7 +102,7 @@ def train(
     shown = "  ".join(f"{k} {metrics[k]:.3g}" for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
                       if isinstance(metrics.get(k), float))
     console.print(f"[bold green]trained[/] {summary['recognizer']}  ({shown})" + (f"\n  log: {log}" if log else ""),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     out.print_json(data=summary)
 
 
