@@ -129,6 +129,17 @@ def test_view_rotation_is_rigid_and_turns_about_the_vertical(msr):
         rotate_view(seq.joints[..., :2], "kinect20", 30.0)
 
 
+def test_an_aligned_clip_does_not_see_the_view(msr):
+    # align: view undoes any rigid turn, so a recognizer trained with it scores every --rotate angle alike
+    joints = msr[1][4].joints
+    clip = ClipConfig(frames=16, align="view")
+    plain, _ = prepare_clip(joints, clip, "kinect20")
+    turned, _ = prepare_clip(rotate_view(joints, "kinect20", 60.0), clip, "kinect20")
+    np.testing.assert_allclose(turned, plain, atol=1e-4)
+    unaligned, _ = prepare_clip(rotate_view(joints, "kinect20", 60.0), ClipConfig(frames=16), "kinect20")
+    assert not np.allclose(unaligned, prepare_clip(joints, ClipConfig(frames=16), "kinect20")[0], atol=1e-2)
+
+
 def test_rotated_evaluation_at_zero_equals_the_plain_one(msr, tmp_path):
     classes, seqs = msr
     write_shards(seqs, tmp_path / "shards", split="test")
