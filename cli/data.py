@@ -151,14 +151,17 @@ def stream(
     """Stream windows from shards through Ray Data (read_parquet -> windows -> batches) and count them."""
     from training.data import stream_stats
 
-    from .progress import run_log, scratch_log
+    from .progress import run_log, scratch_log, stop_ray
 
     t0 = time.perf_counter()
     try:
         with run_log(scratch_log("stream"), verbose):
-            stats = stream_stats(str(data), window=window, stride=stride or None,
-                                 split=None if split == "all" else split, batch_size=batch_size,
-                                 address=None if local else address)
+            try:
+                stats = stream_stats(str(data), window=window, stride=stride or None,
+                                     split=None if split == "all" else split, batch_size=batch_size,
+                                     address=None if local else address)
+            finally:
+                stop_ray()
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     stats["wall_s"] = round(time.perf_counter() - t0, 2)

@@ -52,6 +52,14 @@ def run_log(path: Path, verbose: bool = False):
             os.close(fd)
 
 
+def stop_ray() -> None:
+    """Shut down the Ray this process started or joined (its log monitor prints as long as it runs)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def scratch_log(name: str) -> Path:
     """A log file for a command that has no run folder of its own (stream, serve --once)."""
     import tempfile

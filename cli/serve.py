@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .common import app, console, fail, out
-from .progress import run_log, scratch_log
+from .progress import run_log, scratch_log, stop_ray
 
 
 @app.command()
@@ -46,7 +46,11 @@ def serve(
         start(cfg, host=host, port=port, address=address, say=say, show=lambda data: out.print_json(data=data))
         return
     with run_log(scratch_log("serve-once"), verbose) as log:
-        start(cfg, host=host, port=port, address=address, once=once, say=say, show=lambda data: out.print_json(data=data))
+        try:
+            start(cfg, host=host, port=port, address=address, once=once, say=say,
+                  show=lambda data: out.print_json(data=data))
+        finally:
+            stop_ray()
     if log:
         console.print(f"  Ray's log of this run: {log}", highlight=False, soft_wrap=True)
 

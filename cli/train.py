@@ -70,7 +70,7 @@ def train(
     from training.config import TrainConfig
     from training.train import run_training
 
-    from .progress import TrainProgress, run_log
+    from .progress import TrainProgress, run_log, stop_ray
 
     log = None
 
@@ -88,7 +88,10 @@ def train(
         get_recipe(tc.recipe).config(tc.recipe_config)  # validate before starting Ray
         run_dir = storage.local_run_dir(tc.output)
         with run_log(run_dir / "train.log", verbose) as log, TrainProgress(run_dir):
-            summary = run_training(tc, address=address)
+            try:
+                summary = run_training(tc, address=address)
+            finally:  # Ray's log monitor keeps printing while Ray runs: stop it before the terminal is ours again
+                stop_ray()
     except ValidationError as err:
         fail(f"invalid training config:\n{err}")
     except (FileNotFoundError, ValueError, KeyError) as err:
