@@ -94,7 +94,10 @@ class GCNClassifierRecognizer(RecognizerBase):
 
 
 def read_back(cam: np.ndarray, source_frames: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """CAM [T', V] -> weights over the window's n_frames source frames and over its joints (each sums to 1)."""
+    """CAM [T', V] -> weights over the window's n_frames source frames and over its joints (each sums to 1; an
+    all-zero map, no evidence for the class anywhere, reads back as uniform weights)."""
+    if not cam.sum() > 0:
+        cam = np.ones_like(cam)
     per_clip_frame = np.interp(np.linspace(0, cam.shape[0] - 1, len(source_frames)), np.arange(cam.shape[0]),
                                cam.sum(1))
     frames, inverse = np.unique(source_frames, return_inverse=True)
