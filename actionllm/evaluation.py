@@ -128,9 +128,20 @@ def load_members(checkpoints: list[str], device: str = "cpu") -> list:
         for what, a, b in (("class names", first.class_names, rec.class_names), ("layout", first.layout, rec.layout),
                            ("dims", first.dims, rec.dims), ("candidate classes", first.candidates, rec.candidates)):
             if a != b:
-                raise ValueError(f"ensemble: {path} has {what} {b!r} but {checkpoints[0]} has {a!r} "
-                                 "(members must recognise the same classes from the same layout)")
+                theirs, ours = _difference(a, b)
+                raise ValueError(f"ensemble: {path} has {what} {theirs} but {checkpoints[0]} has {ours} "
+                                 "(members must recognise the same classes, in the same order, from the same layout)")
     return members
+
+
+def _difference(a, b) -> tuple[str, str]:
+    """How b differs from a, briefly: two lists by their lengths or first differing entry, values as they are."""
+    if not isinstance(a, list):
+        return repr(b), repr(a)
+    if len(a) != len(b):
+        return f"{len(b)} entries", f"{len(a)}"
+    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    return f"[{i}] = {b[i]!r}", f"{a[i]!r}"
 
 
 def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:

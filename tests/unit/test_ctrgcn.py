@@ -189,8 +189,12 @@ def test_ensemble_refuses_mismatched_members(msr_shards, tmp_path):
     data, names = msr_shards
     a = CTRGCNRecognizer({"clip": {"frames": 8}}, names, "kinect20", 3).save(tmp_path / "a")
     other = CTRGCNRecognizer({"clip": {"frames": 8}}, names[::-1], "kinect20", 3).save(tmp_path / "order")
-    with pytest.raises(ValueError, match=r"ensemble: .*order has class names .* \(members must recognise the same"):
+    with pytest.raises(ValueError, match=r"ensemble: .*order has class names \[0\] = 'pickup and throw' but .*/a has "
+                       r"'high arm wave' \(members must recognise the same classes, in the same order"):
         evaluate([str(a), str(other)], str(data))
+    fewer = CTRGCNRecognizer({"clip": {"frames": 8}}, names[:5], "kinect20", 3).save(tmp_path / "fewer")
+    with pytest.raises(ValueError, match=r"fewer has class names 5 entries but .* has 20"):
+        evaluate([str(a), str(fewer)], str(data))
     layout = CTRGCNRecognizer({"clip": {"frames": 8}}, names, "ntu25", 3).save(tmp_path / "layout")
     with pytest.raises(ValueError, match=r"ensemble: .*layout has layout 'ntu25' but .* has 'kinect20'"):
         evaluate([str(a), str(layout)], str(data))
