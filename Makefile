@@ -35,7 +35,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(VENV)/bin/actionllm synth-gait --out $(DEMO)/shards --subjects 12 --per-subject 4 --seconds 4
 	$(VENV)/bin/actionllm stream --data $(DEMO)/shards --window 12 --stride 12 --local
-	$(VENV)/bin/actionllm train --config actionllm/methods/joints_llm/configs/demo.yaml --data $(DEMO)/shards --output $(DEMO)/run
+	$(VENV)/bin/actionllm train --config actionllm/methods/stgcn/configs/demo-gait.yaml --data $(DEMO)/shards --output $(DEMO)/run
 	$(VENV)/bin/actionllm evaluate --checkpoint $(DEMO)/run/recognizer --data $(DEMO)/shards --split test --report $(DEMO)/report
 	@echo "demo report: $(DEMO)/report/report.json (confusion.png, attention_frames.png, attention_joints.png)"
 	# serve the recognizer (Ray Serve on the local Ray), send one real HTTP request (a test sequence), print the answer

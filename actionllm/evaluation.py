@@ -20,6 +20,7 @@ from scipy.stats import rankdata  # noqa: E402
 from .inference import cut, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
 from .skeleton.shards import read_shards  # noqa: E402
+from .skeleton.transforms import UP_AXES, rotate_view  # noqa: E402
 
 
 def macro_f1(conf: np.ndarray) -> float:
@@ -116,6 +117,13 @@ def plot_explanations(expl: list[dict], class_names: list[str], joint_names: lis
     return ["attention_frames.png", "attention_joints.png"]
 
 
+def rotated_metrics(scores: dict[str, list[np.ndarray]], labels: np.ndarray, class_names: list[str]) -> dict:
+    """Per view angle: the headline metrics of the sequences rotated by it (`evaluate --rotate`)."""
+    keys = ("sequences", "top1", "top5", "macro_f1")
+    return {a: {k: v for k, v in metrics(np.stack(s), labels, class_names).items() if k in keys}
+            for a, s in scores.items()}
+
+
 ENSEMBLE_RULE = "sum of the members' sequence probabilities (softmax of each one's mean window log-probability)"
 
 
@@ -154,14 +162,23 @@ def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:
 
 def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8,
-             classes: list[str] | None = None) -> dict:
+             classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine") -> dict:
     """`checkpoint`: one recognizer folder, or several (an ensemble: `ensemble_scores`; explanations and window
     figures are the first member's). `classes`: evaluate only the sequences of these classes (e.g. the held-out
-    ones of an unseen-class run)."""
+    ones of an unseen-class run). `rotate`: also evaluate every (3D) sequence rotated by each of these angles
+    (degrees) about its vertical (`up`: see skeleton/transforms.py:up_direction) before it is cut into windows
+    -> result["rotated"]."""
     checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
     members = load_members(checkpoints, device=device)
     rec = members[0]
     window, stride = rec.window, rec.stride
+    if rotate and rec.dims != 3:
+        raise ValueError(f"--rotate turns 3D skeletons about their vertical; this recognizer reads {rec.dims}D "
+                         f"joints (layout {rec.layout!r}), which have no view to rotate")
+    if rotate and up not in UP_AXES:
+        raise ValueError(f"--up {up!r}: choose one of {list(UP_AXES)}")
+    angles = {f"{a:g}": float(a) for a in rotate or []}
+    rotated: dict[str, list[np.ndarray]] = {a: [] for a in angles}
     keep = None
     if classes:
         unknown = [c for c in classes if c not in rec.class_names]
@@ -187,6 +204,11 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         labels.append(seq.label)
         win_correct += int((out["probabilities"].argmax(1) == seq.label).sum())
         win_total += len(out["probabilities"])
+        for name, angle in angles.items():
+            turned = seq.with_(joints=rotate_view(seq.joints, seq.layout, angle, up))
+            rotated[name].append(ensemble_scores([
+                sequence_scores(m.predict_windows(cut(turned, m.window, m.stride)[0], batch_size=batch_size)["probabilities"])
+                for m in members]))
         expl.append({"sample_id": seq.sample_id, "label": seq.label,
                      "frame_weights": out["frame_weights"][0].tolist(), "joint_weights": out["joint_weights"][0].tolist()})
     if not labels:
@@ -207,6 +229,9 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         result["chance"] = 1.0 / len(candidates)
     if classes:
         result["classes"] = list(classes)
+    if angles:
+        result["rotated"] = rotated_metrics(rotated, labels_a, rec.class_names)
+        result["rotate_up"] = up
     if report:
         folder = Path(report)
         folder.mkdir(parents=True, exist_ok=True)

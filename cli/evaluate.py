@@ -19,13 +19,22 @@ def evaluate(
     limit: int = typer.Option(None, min=1, help="evaluate only the first N sequences"),
     classes: str = typer.Option(None, help="comma-separated class names: evaluate only their sequences (e.g. "
                                 "the held-out classes of an unseen-class llm-ar run)"),
+    rotate: str = typer.Option(None, help="comma-separated angles in degrees (e.g. 0,30,60,90): also evaluate "
+                               "every 3D test sequence rotated by each about its vertical -> top-1 per angle"),
+    up: str = typer.Option("spine", help="the vertical for --rotate: spine (the sequence's mean hip -> shoulder "
+                           "direction) or a camera axis x, y, z"),
 ) -> None:
     """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
     from actionllm.evaluation import evaluate as run_eval
 
     try:
+        angles = [float(a) for a in rotate.split(",") if a.strip()] if rotate else None
+    except ValueError:
+        fail(f"--rotate {rotate!r}: give angles in degrees separated by commas, e.g. 0,30,60,90")
+    try:
         result = run_eval([str(c) for c in checkpoint], str(data), split=split, report=str(report) if report else None,
-                          limit=limit, classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
+                          limit=limit, classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+                          rotate=angles, up=up)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     if "ensemble" in result:
@@ -39,6 +48,8 @@ def evaluate(
     if "auc" in result and result["auc"] is not None:
         top += f", AUC {result['auc']:.3f}"
     console.print(f"[bold]{top}[/]", highlight=False)
+    for angle, m in result.get("rotated", {}).items():
+        console.print(f"  rotated {angle:>5} deg: top-1 {m['top1']:.3f}, macro-F1 {m['macro_f1']:.3f}", highlight=False)
     if report:
         out.print(f"report: {report / 'report.json'}", highlight=False)
         pngs = [f for f in result.get("files", []) if f.endswith(".png")]

@@ -178,6 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
         epoch_start_step = step
         run_loss, run_correct, run_n, stats = 0.0, 0.0, 0, {}
+        step_loss, step_n = 0.0, 0  # this optimiser step's windows (its grad_accum micro-batches), on this rank
         for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                     local_shuffle_seed=tc.seed + epoch,
                                                     collate_fn=RecipeCollate(collate_fn)):
@@ -188,7 +189,9 @@ def train_loop_per_worker(config: dict) -> None:
             micro += 1
             tokens += _unwrap(model).count_tokens(batch)
             samples += len(batch["labels"])
-            run_loss += float(out["loss"]) * len(batch["labels"])
+            loss_value = out["loss"].detach().item()  # detach: no grad-carrying tensor -> Python float
+            run_loss += loss_value * len(batch["labels"])
+            step_loss, step_n = step_loss + loss_value * len(batch["labels"]), step_n + len(batch["labels"])
             if out.get("logits") is not None:  # a generative/VQ-VAE stage may not score classes in training
                 run_correct += float((out["logits"].argmax(-1) == batch["labels"]).sum())
             run_n += len(batch["labels"])
@@ -204,8 +207,10 @@ def train_loop_per_worker(config: dict) -> None:
             maybe_inject_failure(tc, epoch, rank, world)
             if rank == 0 and step % tc.log_every == 0:
                 dt = time.perf_counter() - t0
-                line = {"epoch": epoch, "step": step, "loss": run_loss / run_n,
-                        **({"accuracy": run_correct / run_n} if out.get("logits") is not None else {}),
+                # loss: this step's (rank 0's windows); running_*: means over the epoch so far (rank 0)
+                line = {"epoch": epoch, "step": step, "loss": step_loss / max(step_n, 1),
+                        "running_loss": run_loss / run_n,
+                        **({"running_accuracy": run_correct / run_n} if out.get("logits") is not None else {}),
                         "lr": sched.get_last_lr()[0], "samples_per_s": samples * world / dt}
                 if tokens:
                     line["tokens_per_s"] = tokens * world / dt
@@ -213,6 +218,7 @@ def train_loop_per_worker(config: dict) -> None:
                                              for k, v in line.items()))
                 with log_path.open("a") as f:
                     f.write(json.dumps(line) + "\n")
+            step_loss, step_n = 0.0, 0
             if step >= total_steps or (tc.max_steps_per_epoch and step - epoch_start_step >= tc.max_steps_per_epoch):
                 break
         dt = time.perf_counter() - t0

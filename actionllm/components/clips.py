@@ -1,8 +1,10 @@
 """Clips: a skeleton window as a fixed-size tensor, as the GCN toolkits prepare it (PYSKL's pipeline).
 
-`prepare_clip`: keep up to `max_bodies` bodies; (training) random temporal crop; centre on the body centre
-(shoulder midpoint of body 0, per frame as PYSKL's PreNormalize3D, or of the first frame); (training) random
-rotation / scale / shear; uniform temporal sampling to a fixed number of frames (PYSKL's UniformSampleFrames).
+`prepare_clip`, named steps in PYSKL's order: keep up to `max_bodies` bodies; (training) random temporal crop;
+`align` the view (PYSKL's PreNormalize3D: spine onto z, shoulders onto x; 2D: scale by the spine length);
+`centre` on the body centre (shoulder midpoint of body 0, per frame or of the first frame); (training) random
+rotation / scale / shear; the input `modality` (PYSKL's GenSkeFeat: joint, bone, joint motion, bone motion);
+uniform temporal sampling to a fixed number of frames (PYSKL's UniformSampleFrames).
 `ClipPreprocessor` runs it over batches of window rows in the data pipeline; `ClipCollate` stacks clips of
 varying body counts. Used by every method that reads clips (stgcn, llm-ar's VQ-VAE, ...).
 """
@@ -16,9 +18,9 @@ import torch
 from pydantic import BaseModel, Field
 
 from ..skeleton.augment import AugmentConfig, augment_sequence, crop_bounds, uniform_sample_indices
-from ..skeleton.layouts import get_layout
-from ..skeleton.transforms import body_centre
-from .gcn import graph_centre
+from ..skeleton.layouts import Layout, get_layout
+from ..skeleton.transforms import body_axes, body_centre, rotate_about, view_frame
+from .gcn import adjacency, graph_centre, hop_distances
 
 
 class ClipConfig(BaseModel):
@@ -31,6 +33,16 @@ class ClipConfig(BaseModel):
         "frame", description="subtract the body centre (shoulder midpoint of body 0) of each frame "
         "(PYSKL's PreNormalize3D), of the first frame only (keeps global motion), or nothing")
     max_bodies: int = Field(2, ge=1, description="bodies kept per sequence (PYSKL: 2)")
+    # PYSKL's NTU configs start with PreNormalize3D ("view"); "none" keeps the results and recognizer folders made
+    # before the step existed. Which one the stgcn recipe should use is for a measurement to decide.
+    align: Literal["none", "view"] = Field(
+        "none", description="view: rotate each window so body 0's spine (hip -> shoulder midpoint) lies along +z "
+        "and its shoulder line (left -> right) along +x, read in its first valid frame (3D, PYSKL's "
+        "PreNormalize3D); 2D: divide by the median spine length")
+    # PYSKL trains one network per modality (j, b, jm, bm) and sums their scores; "joint" is its first stream
+    modality: Literal["joint", "bone", "joint_motion", "bone_motion"] = Field(
+        "joint", description="input features (PYSKL's GenSkeFeat): joints, bones (joint minus its parent towards "
+        "the graph centre), or their frame differences (last frame zero)")
 
 
 def centre_indices(layout: str) -> tuple[int, int] | int:
@@ -53,6 +65,58 @@ def centre_joints(joints: np.ndarray, layout: str, mode: str) -> np.ndarray:
     return np.where(valid, joints - centre[None, :, None, :], 0.0).astype(np.float32)
 
 
+def align_view(joints: np.ndarray, layout: str) -> np.ndarray:
+    """PYSKL's PreNormalize3D for [M, T, V, 3]: one rotation per window, about body 0's centre in its first frame
+    with hips and shoulders valid, taking its spine to +z and its shoulder line to +x (`view_frame`). PYSKL also
+    drops the frames where body 0 is missing and centres on the first frame; here frames are kept and centring is
+    the `centre` step's. 2D [M, T, V, 2]: scaled about that centre by 1 / the median spine length of body 0
+    # not specified for these data (PYSKL's PreNormalize2D divides by the image half-size, which shards lack):
+    # chosen: the spine length, a size that does not change with the pose of the arms and legs.
+    A window without one valid frame is returned unchanged."""
+    spine, shoulders, centre, ok = body_axes(joints, layout)
+    if not ok.any():
+        return joints
+    first = int(np.argmax(ok))
+    if joints.shape[-1] == 3:
+        return rotate_about(joints, view_frame(spine[first], shoulders[first]), centre[first])
+    length = float(np.median(np.linalg.norm(spine[ok], axis=-1)))
+    return rotate_about(joints, np.eye(2) / length, centre[first]) if length > 1e-9 else joints
+
+
+def bone_parents(layout: str | Layout) -> np.ndarray:
+    """Parent of each joint [V]: its neighbour along the layout's bones one hop closer to the graph centre (the
+    first such bone when several are; as PYSKL's NTU pairs, which point every joint towards spine_shoulder). The
+    centre, and a joint not connected to it, is its own parent (a zero bone, as PYSKL's (20, 20))."""
+    lay = get_layout(layout) if isinstance(layout, str) else layout
+    adj = adjacency(lay)
+    dist = hop_distances(adj, graph_centre(lay))
+    parents = np.arange(lay.num_joints)
+    for a, b in lay.bone_index:
+        for child, parent in ((a, b), (b, a)):
+            if parents[child] == child and dist[parent] == dist[child] - 1:
+                parents[child] = parent
+    return parents
+
+
+def modality_features(joints: np.ndarray, layout: str, modality: str) -> np.ndarray:
+    """PYSKL's GenSkeFeat (JointToBone, ToMotion) on [M, T, V, C]: bone_v = p_v - p_parent(v); motion_t =
+    x_{t+1} - x_t with the last frame zero. A bone or motion that involves a missing (all-zero) joint is zero."""
+    if modality == "joint":
+        return joints
+    valid = np.any(joints != 0, axis=-1)  # [M, T, V]
+    x = joints
+    if modality.startswith("bone"):
+        parents = bone_parents(layout)
+        x = np.where((valid & valid[..., parents])[..., None], joints - joints[..., parents, :], 0.0)
+        valid = valid & valid[..., parents]
+    if modality.endswith("motion"):
+        motion = np.zeros_like(x)
+        both = valid[:, 1:] & valid[:, :-1]
+        motion[:, :-1] = np.where(both[..., None], x[:, 1:] - x[:, :-1], 0.0)
+        x = motion
+    return np.asarray(x, np.float32)
+
+
 def prepare_clip(joints: np.ndarray, clip: ClipConfig, layout: str, rng: np.random.Generator | None = None,
                  augment: AugmentConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One window/sequence [M, N, V, C] -> the clip [M', frames, V, C] and the source frame index of each clip
@@ -66,9 +130,12 @@ def prepare_clip(joints: np.ndarray, clip: ClipConfig, layout: str, rng: np.rand
     if augment is not None and augment.crop < 1.0:
         start, keep = crop_bounds(joints.shape[1], augment.crop, rng)
         joints, offset = joints[:, start:start + keep], offset[start:start + keep]
+    if clip.align == "view":
+        joints = align_view(joints, layout)
     joints = centre_joints(joints, layout, clip.centre)
     if augment is not None:
         joints = augment_sequence(joints, augment.model_copy(update={"crop": 1.0}), rng)
+    joints = modality_features(joints, layout, clip.modality)  # PYSKL: GenSkeFeat before UniformSample
     idx = uniform_sample_indices(joints.shape[1], clip.frames, rng if augment is not None else None)
     return np.ascontiguousarray(joints[:, idx]), offset[idx]
 
