@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
-from .inference import cut, sequence_scores  # noqa: E402
+from .inference import cut, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
 from .skeleton.shards import read_shards  # noqa: E402
 from .skeleton.transforms import UP_AXES, rotate_view  # noqa: E402
@@ -124,13 +124,53 @@ def rotated_metrics(scores: dict[str, list[np.ndarray]], labels: np.ndarray, cla
             for a, s in scores.items()}
 
 
-def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None = None,
+ENSEMBLE_RULE = "sum of the members' sequence probabilities (softmax of each one's mean window log-probability)"
+
+
+def load_members(checkpoints: list[str], device: str = "cpu") -> list:
+    """The recognizers of an ensemble; refuses members that disagree on class names (and their order), layout,
+    dimensions or candidate classes, naming the first member and the one that differs."""
+    members = [load_recognizer(c, device=device) for c in checkpoints]
+    first = members[0]
+    for path, rec in zip(checkpoints[1:], members[1:], strict=True):
+        for what, a, b in (("class names", first.class_names, rec.class_names), ("layout", first.layout, rec.layout),
+                           ("dims", first.dims, rec.dims), ("candidate classes", first.candidates, rec.candidates)):
+            if a != b:
+                theirs, ours = _difference(a, b)
+                raise ValueError(f"ensemble: {path} has {what} {theirs} but {checkpoints[0]} has {ours} "
+                                 "(members must recognise the same classes, in the same order, from the same layout)")
+    return members
+
+
+def _difference(a, b) -> tuple[str, str]:
+    """How b differs from a, briefly: two lists by their lengths or first differing entry, values as they are."""
+    if not isinstance(a, list):
+        return repr(b), repr(a)
+    if len(a) != len(b):
+        return f"{len(b)} entries", f"{len(a)}"
+    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    return f"[{i}] = {b[i]!r}", f"{a[i]!r}"
+
+
+def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:
+    """One sequence's score from its members' sequence scores (`sequence_scores`): one member's as it is; several:
+    the sum of their probabilities (PYSKL's multi-stream fusion sums the streams' softmax scores, equal weights)."""
+    if len(member_scores) == 1:
+        return member_scores[0]
+    return np.sum([softmax(s) for s in member_scores], axis=0)
+
+
+def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8,
              classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine") -> dict:
-    """`classes`: evaluate only the sequences of these classes (e.g. the held-out ones of an unseen-class run).
-    `rotate`: also evaluate every (3D) sequence rotated by each of these angles (degrees) about its vertical
-    (`up`: see skeleton/transforms.py:up_direction) before it is cut into windows -> result["rotated"]."""
-    rec = load_recognizer(checkpoint, device=device)
+    """`checkpoint`: one recognizer folder, or several (an ensemble: `ensemble_scores`; explanations and window
+    figures are the first member's). `classes`: evaluate only the sequences of these classes (e.g. the held-out
+    ones of an unseen-class run). `rotate`: also evaluate every (3D) sequence rotated by each of these angles
+    (degrees) about its vertical (`up`: see skeleton/transforms.py:up_direction) before it is cut into windows
+    -> result["rotated"]."""
+    checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
+    members = load_members(checkpoints, device=device)
+    rec = members[0]
     window, stride = rec.window, rec.stride
     if rotate and rec.dims != 3:
         raise ValueError(f"--rotate turns 3D skeletons about their vertical; this recognizer reads {rec.dims}D "
@@ -146,6 +186,7 @@ def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None
             raise ValueError(f"--classes: {unknown} are not classes of this recognizer ({rec.class_names})")
         keep = {rec.class_names.index(c) for c in classes}
     scores, labels, win_correct, win_total, expl = [], [], 0, 0, []
+    member_scores: list[list[np.ndarray]] = [[] for _ in members]
     seen = 0
     for seq, _ in read_shards(data, split=split):
         if keep is not None and seq.label not in keep:
@@ -155,24 +196,33 @@ def evaluate(checkpoint: str, data: str, split: str = "test", report: str | None
         seen += 1
         if seq.layout != rec.layout:
             raise ValueError(f"{seq.sample_id}: layout {seq.layout!r} but the recognizer reads {rec.layout!r}")
-        wins, _ = cut(seq, window, stride)
-        out = rec.predict_windows(wins, batch_size=batch_size)
-        scores.append(sequence_scores(out["probabilities"]))
+        outs = [m.predict_windows(cut(seq, m.window, m.stride)[0], batch_size=batch_size) for m in members]
+        for i, o in enumerate(outs):
+            member_scores[i].append(sequence_scores(o["probabilities"]))
+        scores.append(ensemble_scores([ms[-1] for ms in member_scores]))
+        out = outs[0]
         labels.append(seq.label)
         win_correct += int((out["probabilities"].argmax(1) == seq.label).sum())
-        win_total += len(wins)
+        win_total += len(out["probabilities"])
         for name, angle in angles.items():
             turned = seq.with_(joints=rotate_view(seq.joints, seq.layout, angle, up))
-            rotated[name].append(sequence_scores(rec.predict_windows(cut(turned, window, stride)[0],
-                                                                     batch_size=batch_size)["probabilities"]))
+            rotated[name].append(ensemble_scores([
+                sequence_scores(m.predict_windows(cut(turned, m.window, m.stride)[0], batch_size=batch_size)["probabilities"])
+                for m in members]))
         expl.append({"sample_id": seq.sample_id, "label": seq.label,
                      "frame_weights": out["frame_weights"][0].tolist(), "joint_weights": out["joint_weights"][0].tolist()})
     if not labels:
         raise ValueError(f"{data}: no sequences in split {split!r}")
     scores_a, labels_a = np.stack(scores), np.asarray(labels)
-    result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "recipe": rec.recipe,
+    result = {"checkpoint": checkpoints[0] if len(members) == 1 else checkpoints, "data": str(data), "split": split,
+              "recipe": "+".join(m.recipe for m in members),
               "window": window, "stride": stride or window, **metrics(scores_a, labels_a, rec.class_names),
               "window_top1": win_correct / win_total, "windows": win_total, "class_names": rec.class_names}
+    if len(members) > 1:
+        result["ensemble"] = {"rule": ENSEMBLE_RULE, "explanations, window_top1": "the first member's",
+                              "members": [{"checkpoint": c, "recipe": m.recipe, "window": m.window,
+                                           "top1": float((np.stack(ms).argmax(1) == labels_a).mean())}
+                                          for c, m, ms in zip(checkpoints, members, member_scores, strict=True)]}
     candidates = rec.candidates
     if len(candidates) < len(rec.class_names):  # a recognizer choosing among some classes only (held-out)
         result["candidates"] = [rec.class_names[i] for i in candidates]

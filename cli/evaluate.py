@@ -11,7 +11,8 @@ from .common import app, console, fail, out, parse_option
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Option(..., help="a recognizer folder (<run>/recognizer)"),
+    checkpoint: list[Path] = typer.Option(..., help="a recognizer folder (<run>/recognizer); give it several "
+                                          "times to evaluate their ensemble (sum of the members' probabilities)"),
     data: Path = typer.Option(..., help="shard folder"),
     split: str = typer.Option("test", help="train, val or test"),
     report: Path = typer.Option(None, help="folder for report.json, confusion.png and attention PNGs"),
@@ -31,11 +32,15 @@ def evaluate(
     except ValueError:
         fail(f"--rotate {rotate!r}: give angles in degrees separated by commas, e.g. 0,30,60,90")
     try:
-        result = run_eval(str(checkpoint), str(data), split=split, report=str(report) if report else None, limit=limit,
-                          classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        result = run_eval([str(c) for c in checkpoint], str(data), split=split, report=str(report) if report else None,
+                          limit=limit, classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
                           rotate=angles, up=up)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
+    if "ensemble" in result:
+        for m in result["ensemble"]["members"]:
+            console.print(f"  member {m['checkpoint']} ({m['recipe']}): top-1 {m['top1']:.3f}", highlight=False,
+                          soft_wrap=True)
     keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "candidates", "auc", "sensitivity",
             "specificity"]
     out.print_json(data={k: result[k] for k in keys if k in result})

@@ -148,6 +148,14 @@ class STGCNBlock(nn.Module):
         return F.relu(self.tcn(self.gcn(x)) + res)
 
 
+def data_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """Clips x [N, M, T, V, C] -> [N*M, C, T, V], batch-normalised per (joint, coordinate) over frames and bodies
+    (PYSKL's data_bn_type 'VC': bodies share statistics, so a clip may hold any number of them)."""
+    n, m, t, v, c = x.shape
+    x = bn(x.permute(0, 1, 3, 4, 2).reshape(n * m, v * c, t))
+    return x.view(n * m, v, c, t).permute(0, 2, 3, 1).contiguous()
+
+
 class GCNEncoder(nn.Module):
     """x [N, M, T, V, C] -> features [N, M, C', T', V]: data BatchNorm over (joints x coords), then ST-GCN blocks
     (no pooling: a classifier pools over time and joints, a sequence encoder keeps the time axis)."""
@@ -167,9 +175,8 @@ class GCNEncoder(nn.Module):
         self.out_channels = cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, m, t, v, c = x.shape
-        x = x.permute(0, 1, 3, 4, 2).reshape(n * m, v * c, t)
-        x = self.data_bn(x).view(n * m, v, c, t).permute(0, 2, 3, 1).contiguous()  # [N*M, C, T, V]
+        n, m = x.shape[:2]
+        x = data_norm(self.data_bn, x)
         for block in self.blocks:
             x = block(x)
         return x.view(n, m, *x.shape[1:])

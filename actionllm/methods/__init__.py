@@ -2,6 +2,7 @@
 every method's recipe; a method imports the contract, the registry and components/, never another method."""
 
 from ..registry import RECIPES, get_recipe, load_recognizer  # the catalogue, filled by the imports below
+from .ctrgcn import recipe as _ctrgcn  # noqa: F401  (registers ctrgcn)
 from .joints_llm import recipe as _joints_llm  # noqa: F401  (registers joints-llm)
 from .llm_ar import recipe as _llm_ar  # noqa: F401  (registers llm-ar)
 from .stgcn import recipe as _stgcn  # noqa: F401  (registers stgcn)

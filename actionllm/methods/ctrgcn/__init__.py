@@ -1,0 +1,1 @@
+"""CTR-GCN (Chen et al., ICCV 2021): channel-wise topology refinement graph convolution. See README.md."""

@@ -1,0 +1,172 @@
+"""CTR-GCN (Chen, Zhang, Yuan, Li, Deng, Hu, "Channel-wise Topology Refinement Graph Convolution for
+Skeleton-Based Action Recognition", ICCV 2021), as its authors' code and PYSKL build it.
+
+A block: CTR-GC graph convolution (one per partition subset, summed) -> BN -> + residual -> ReLU -> multi-scale
+temporal convolution -> + block residual -> ReLU. The network: data BatchNorm -> 10 blocks (64x4, 128x3, 256x3;
+temporal stride 2 entering 128 and 256 channels; 'small': 6 blocks 32-64-128 for CPU runs) -> global average
+pool over time and joints -> mean over bodies -> linear classifier. Conventions as components/gcn.py: features
+[N, C, T, V]; a topology R[v, w] is the weight of the message from joint v to joint w.
+
+CTR-GC (paper sec. 3.2-3.3), for one subset with shared topology A (learnable, initialised with the layout's
+partition):
+  T(X)   = W X                                   feature transformation, 1x1 conv C_in -> C_out
+  M      = tanh(phi(x)_w - psi(x)_v)             channel-specific correlations from time-pooled features,
+                                                 phi, psi: 1x1 convs C_in -> C_in / 8
+  Q      = xi(M)                                 1x1 conv to C_out: one V x V correlation per output channel
+  R      = A + alpha * Q                         refined topology per channel, alpha learnable (starts at 0)
+  Z[c]   = R[c]^T T(X)[c]                        channel-wise aggregation
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...components.gcn import PRESETS, TemporalConv, data_norm, spatial_partition
+from ...components.gcn_recognizer import GCNClassifierRecognizer, pool_bodies
+from .config import CTRGCNConfig
+
+
+def init_conv(module: nn.Module) -> None:
+    """He (fan-out) initialisation of every conv, BN scale 1 shift 0 (the authors' conv_init/bn_init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class CTRGC(nn.Module):
+    """One subset's channel-wise topology refinement graph convolution: x [N, C_in, T, V] -> [N, C_out, T, V]."""
+
+    def __init__(self, cin: int, cout: int, rel_reduction: int = 8):
+        super().__init__()
+        rel = max(8, cin // rel_reduction)  # the input layer (C_in = 2 or 3) still gets 8 correlation channels
+        self.phi = nn.Conv2d(cin, rel, 1)
+        self.psi = nn.Conv2d(cin, rel, 1)
+        self.xi = nn.Conv2d(rel, cout, 1)
+        self.transform = nn.Conv2d(cin, cout, 1)
+
+    def correlation(self, x: torch.Tensor) -> torch.Tensor:
+        """Q = xi(tanh(phi(x)_w - psi(x)_v)) [N, C_out, V, V]: features pooled over time, pairwise differences."""
+        q, k = self.phi(x).mean(2), self.psi(x).mean(2)  # [N, R, V]
+        return self.xi(torch.tanh(q.unsqueeze(-2) - k.unsqueeze(-1)))  # [N, R, V(v), V(w)] -> [N, C_out, V, V]
+
+    def topology(self, x: torch.Tensor, shared: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """R = A + alpha * Q: [N, C_out, V, V], one refined topology per sample and output channel."""
+        return shared.to(x.dtype) + alpha * self.correlation(x)
+
+    def forward(self, x: torch.Tensor, shared: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ncvw,nctv->nctw", self.topology(x, shared, alpha), self.transform(x))
+
+
+class CTRGraphConv(nn.Module):
+    """The spatial unit: sum over subsets k of CTR-GC_k(x; A_k) -> BN -> + down(x) -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, adjacency: torch.Tensor, rel_reduction: int = 8):
+        super().__init__()
+        self.A = nn.Parameter(adjacency.clone())  # shared topology, learnable (the paper's A, per block)
+        self.alpha = nn.Parameter(torch.zeros(1))  # refinement starts off: the block starts as a plain GCN
+        self.subsets = nn.ModuleList(CTRGC(cin, cout, rel_reduction) for _ in range(adjacency.shape[0]))
+        self.bn = nn.BatchNorm2d(cout)
+        self.down = nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout))
+        init_conv(self)
+        nn.init.constant_(self.bn.weight, 1e-6)  # the unit starts as its residual (the authors' bn_init(bn, 1e-6))
+
+    def topology(self, x: torch.Tensor) -> torch.Tensor:
+        """The refined topologies of every subset: [N, K, C_out, V, V]."""
+        return torch.stack([g.topology(x, a, self.alpha) for g, a in zip(self.subsets, self.A, strict=True)], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = sum(g(x, a, self.alpha) for g, a in zip(self.subsets, self.A, strict=True))
+        return F.relu(self.bn(y) + self.down(x))
+
+
+class MultiScaleTemporalConv(nn.Module):
+    """Branches concatenated along channels: per dilation d [1x1 -> BN -> ReLU -> (k x 1) conv dilated d -> BN],
+    [1x1 -> BN -> ReLU -> 3x1 max-pool -> BN], [1x1 (strided) -> BN]. Widths split C_out as evenly as possible."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 5, stride: int = 1, dilations: tuple[int, ...] = (1, 2)):
+        super().__init__()
+        n = len(dilations) + 2
+        widths = [cout // n + (1 if i < cout % n else 0) for i in range(n)]
+
+        def squeeze(w: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, w, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+
+        branches = [nn.Sequential(*squeeze(w), nn.Conv2d(w, w, (kernel, 1), (stride, 1), ((kernel - 1) * d // 2, 0),
+                                                          (d, 1)), nn.BatchNorm2d(w))
+                    for w, d in zip(widths, dilations, strict=False)]
+        branches.append(nn.Sequential(*squeeze(widths[-2]), nn.MaxPool2d((3, 1), (stride, 1), (1, 0)),
+                                      nn.BatchNorm2d(widths[-2])))
+        branches.append(nn.Sequential(nn.Conv2d(cin, widths[-1], 1, (stride, 1)), nn.BatchNorm2d(widths[-1])))
+        self.branches = nn.ModuleList(branches)
+        init_conv(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b(x) for b in self.branches], 1)
+
+
+class CTRGCNBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, adjacency: torch.Tensor, stride: int, kernel: int,
+                 dilations: tuple[int, ...], rel_reduction: int, residual: bool = True):
+        super().__init__()
+        self.gcn = CTRGraphConv(cin, cout, adjacency, rel_reduction)
+        self.tcn = MultiScaleTemporalConv(cout, cout, kernel, stride, dilations)
+        if not residual:
+            self.res = None
+        elif cin == cout and stride == 1:
+            self.res = nn.Identity()
+        else:
+            self.res = TemporalConv(cin, cout, 1, stride)
+            init_conv(self.res)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.tcn(self.gcn(x)) + (0 if self.res is None else self.res(x)))
+
+
+class CTRGCN(nn.Module):
+    """x [N, M, T, V, C] (+ body_mask [N, M]) -> logits [N, K], features [N, M, C', T', V]."""
+
+    def __init__(self, num_classes: int, layout: str, dims: int, preset: str = "small", temporal_kernel: int = 5,
+                 dilations: tuple[int, ...] = (1, 2), rel_reduction: int = 8, head_dropout: float = 0.0):
+        super().__init__()
+        adjacency = torch.from_numpy(spatial_partition(layout))
+        self.data_bn = nn.BatchNorm1d(adjacency.shape[-1] * dims)
+        blocks, cin = [], dims
+        for i, (cout, stride) in enumerate(PRESETS[preset]):
+            blocks.append(CTRGCNBlock(cin, cout, adjacency, stride, temporal_kernel, tuple(dilations), rel_reduction,
+                                      residual=i > 0))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(cin, num_classes)
+        nn.init.normal_(self.fc.weight, 0, (2.0 / num_classes) ** 0.5)  # the authors' classifier initialisation
+        nn.init.zeros_(self.fc.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        n, m = x.shape[:2]
+        x = data_norm(self.data_bn, x)
+        for block in self.blocks:
+            x = block(x)
+        return x.view(n, m, *x.shape[1:])
+
+    def forward(self, x: torch.Tensor, body_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.fc(self.drop(pool_bodies(f, body_mask))), f
+
+
+class CTRGCNRecognizer(GCNClassifierRecognizer):
+    """The `ctrgcn` recipe's recognizer: clip preprocessing + CTRGCN, saved as config.json + model.safetensors."""
+
+    recipe = "ctrgcn"
+    config_cls = CTRGCNConfig
+
+    def build_net(self) -> CTRGCN:
+        c = self.cfg
+        return CTRGCN(len(self.class_names), self.layout, self.dims, c.preset, c.temporal_kernel, tuple(c.dilations),
+                      c.rel_reduction, c.head_dropout)
