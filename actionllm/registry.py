@@ -31,6 +31,12 @@ class RecipeConfig(BaseModel):
         N None = the whole sequence is one sample; stride None = no stride (stride = N)."""
         raise NotImplementedError(f"{type(self).__name__} must say how it cuts sequences (windowing)")
 
+    def for_data(self, class_names: list[str]) -> RecipeConfig:
+        """This config made ready for a dataset's classes, on the driver before any worker starts: a recipe
+        resolves what depends on the classes (SUGAR: which knowledge file), or raises ValueError naming what does
+        not fit. Default: itself, unchanged."""
+        return self
+
     def problems(self, facts: dict) -> list[str]:
         """Why this config cannot train on a dataset (facts: layout, dims, max_frames), [] when it can. What
         `actionllm tune` checks for every combination of a search space before any trial starts."""

@@ -85,8 +85,12 @@ def run(args) -> None:
         report = json.loads((cell / "report" / "report.json").read_text())
         summary = json.loads((cell / "run" / "summary.json").read_text())
         rc = json.loads((cell / "run" / "recognizer" / "config.json").read_text())
+        preset = rc["config"].get("preset") or rc["config"].get("encoder", {}).get("preset", "")
         backbone = rc.get("backbone", {}).get("name_or_path") or \
-            f"none (ST-GCN {rc['config'].get('preset', '')}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
+            f"none (ST-GCN {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
+        if rc.get("text_encoder"):  # sugar's alignment stage: a GCN encoder + a frozen sentence encoder
+            backbone = f"{rc['text_encoder']} text encoder (frozen) + GCN encoder {preset}, " \
+                       f"{rc.get('parameters', 0) / 1e6:.2f}M params"
         row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
                "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
                "chance": report["chance"], "test_sequences": report["sequences"],

@@ -23,6 +23,8 @@ def evaluate(
                                "every 3D test sequence rotated by each about its vertical -> top-1 per angle"),
     up: str = typer.Option("spine", help="the vertical for --rotate: spine (the sequence's mean hip -> shoulder "
                            "direction) or a camera axis x, y, z"),
+    fail_under: float = typer.Option(None, min=0.0, max=1.0, help="exit with status 1 when top-1 is below this "
+                                     "(a quality gate for scripts and CI; the report is written first)"),
 ) -> None:
     """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
     from actionllm.evaluation import evaluate as run_eval
@@ -54,6 +56,8 @@ def evaluate(
         out.print(f"report: {report / 'report.json'}", highlight=False)
         pngs = [f for f in result.get("files", []) if f.endswith(".png")]
         console.print("  pictures: " + ", ".join(str(report / f) for f in pngs), highlight=False, soft_wrap=True)
+    if fail_under is not None and result["top1"] < fail_under:
+        fail(f"top-1 {result['top1']:.3f} is below --fail-under {fail_under}", code=1)
 
 
 @app.command()

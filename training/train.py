@@ -19,6 +19,7 @@ from ray.train.torch import TorchTrainer
 
 from actionllm import storage
 from actionllm.components.backbone import check_available
+from actionllm.components.text_encoder import check_available as check_text_encoder
 from actionllm.contract import write_sample
 from actionllm.registry import get_recipe
 from actionllm.skeleton.shards import Manifest, read_shards, shard_files
@@ -109,6 +110,9 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     backbone = getattr(recipe.config(tc.recipe_config), "backbone", None)
     if backbone is not None:  # one clear line now, not a traceback from every Ray worker later
         check_available(backbone)
+    text_encoder = getattr(recipe.config(tc.recipe_config), "text_encoder", None)
+    if text_encoder is not None:
+        check_text_encoder(text_encoder)
     if len(recipe.stages) == 1:
         return _run_stage(tc, address, callbacks)
     if storage.is_uri(tc.output):
@@ -143,7 +147,7 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     if not manifest.class_names:
         raise ValueError(f"{tc.data}: the manifest names no classes; a classifier needs them")
     recipe = get_recipe(tc.recipe)
-    recipe_cfg = recipe.config(tc.recipe_config)
+    recipe_cfg = recipe.config(tc.recipe_config).for_data(manifest.class_names)
     window, stride = recipe_cfg.windowing()
     exclude = held_out_labels(recipe_cfg, manifest.class_names)
     train_windows, class_counts, _ = count_windows(tc.data, "train", window, stride, exclude)

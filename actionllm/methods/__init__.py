@@ -6,5 +6,6 @@ from .ctrgcn import recipe as _ctrgcn  # noqa: F401  (registers ctrgcn)
 from .joints_llm import recipe as _joints_llm  # noqa: F401  (registers joints-llm)
 from .llm_ar import recipe as _llm_ar  # noqa: F401  (registers llm-ar)
 from .stgcn import recipe as _stgcn  # noqa: F401  (registers stgcn)
+from .sugar import recipe as _sugar  # noqa: F401  (registers sugar)
 
 __all__ = ["RECIPES", "get_recipe", "load_recognizer"]

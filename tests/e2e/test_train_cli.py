@@ -35,6 +35,13 @@ def test_train_evaluate_predict(tmp_path):
     assert summary["metrics"]["step"] == 2 and (runs / "recognizer" / "config.json").is_file()
     proc = run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards, "--report", tmp_path / "report")
     assert (tmp_path / "report" / "confusion.png").is_file() and "auc" in proc.stdout  # binary task: AUC
+    top1 = json.loads((tmp_path / "report" / "report.json").read_text())["top1"]
+    gate = run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards, "--fail-under", min(top1 + 0.01, 1.0),
+               check=False)  # the quality gate `make demo` ends with: a top-1 under it fails, saying so
+    assert gate.returncode == (1 if top1 < 1.0 else 0), gate.stderr[-2000:]
+    if top1 < 1.0:
+        assert "is below --fail-under" in gate.stderr
+    assert run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards, "--fail-under", top1).returncode == 0
     # a clinic's pose estimator output (COCO keypoints JSON) -> local prediction, no server
     rng = np.random.default_rng(0)
     joints, scores = synth_gait.walk(synth_gait.GaitParams.sample("parkinsonian", rng), 1.0, 30.0, rng)

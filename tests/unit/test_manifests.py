@@ -136,6 +136,10 @@ def test_dockerfile_lints_clean_with_hadolint():
     text = (ROOT / "deploy/Dockerfile").read_text()
     assert re.search(r"^FROM rayproject/ray:2\.60\.\d+-py311-gpu$", text, re.M)  # Ray's CUDA image
     assert '-e ".[gpu]"' in text and "constraints.txt" in text
+    # every package pyproject installs is copied in (the `actionllm` command lives in cli/)
+    packages = re.search(r"include = \[(.*?)\]", (ROOT / "pyproject.toml").read_text()).group(1)
+    for name in re.findall(r'"(\w+)\*"', packages):
+        assert re.search(rf"^COPY .* {name} \./{name}$", text, re.M), f"deploy/Dockerfile does not copy {name}/"
 
 
 def test_prometheus_configs_scrape_ray_and_the_service():

@@ -1,0 +1,191 @@
+"""SUGAR's recognizers. Stage `align` (`SugarAlignRecognizer`, paper sec. 3.2): the skeleton encoder trained
+with MIL-NCE against the class knowledge texts -- already a recognizer: a window's class is the one whose texts
+its embedding is most similar to (log-mean-exp of cosine / tau over the class's texts).
+
+Classes are text, so the candidates can change without training: `held_out` classes (zero-shot protocol P1) are
+never trained on and are chosen among at evaluation; `with_candidates` answers among classes named at request
+time (open vocabulary), embedding their texts with the frozen text encoder.
+
+The folder: config.json (+ the knowledge entries of its classes and the text encoder's name), encoder.safetensors
+(GCN + projection), text_bank.safetensors (the class texts' embeddings: loading needs no text encoder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
+from ...components.gcn_recognizer import read_back
+from ...components.label_scoring import NEG
+from ...components.text_encoder import TextEncoder
+from ...contract import RecognizerBase, no_grad_eval
+from ...skeleton.layouts import get_layout
+from .alignment import SequenceEncoder, TextBank, class_scores, contrast_set, mil_nce, sample_positives
+from .config import SugarConfig
+from .knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
+
+MAX_CANDIDATES = 200  # classes one open-vocabulary request may name
+
+
+class SugarAlignRecognizer(RecognizerBase):
+    """Stage 1 of sugar: skeleton encoder + the class text bank; scores = similarity to each class's texts."""
+
+    recipe = "sugar"
+    config_cls = SugarConfig
+    stage = "align"
+    explanation = "text similarity read back onto frames and joints (CAM)"
+    weight_files = {"encoder.safetensors": "encoder", "text_bank.safetensors": "bank"}
+
+    def __init__(self, config, class_names: list[str], layout: str, dims: int, *, seed: int = 0,
+                 knowledge: list[ClassKnowledge] | None = None, text_dim: int | None = None, **_ignored):
+        super().__init__(config, class_names, layout, dims)
+        self._text_encoder: TextEncoder | None = None
+        if knowledge is None:  # training: read the knowledge file and embed the class texts now
+            cfg = self.cfg.for_data(self.class_names)
+            self.cfg = cfg
+            knowledge = knowledge_for(self.class_names, read_knowledge(cfg.knowledge), cfg.knowledge)
+            self.bank = TextBank.build(knowledge, self.text_encoder())
+        else:  # a folder: shapes now, embeddings from text_bank.safetensors
+            self.bank = TextBank(sum(len(k.texts) for k in knowledge), int(text_dim), len(class_names))
+        self.knowledge = list(knowledge)
+        torch.manual_seed(seed)
+        self.encoder = SequenceEncoder(layout, dims, self.cfg.encoder, self.bank.emb.shape[1])
+        held = set(self.cfg.held_out)
+        self.train_candidates = [i for i, c in enumerate(self.class_names) if c not in held]
+        self.eval_candidates = [i for i, c in enumerate(self.class_names) if c in held] or list(range(len(class_names)))
+
+    def text_encoder(self) -> TextEncoder:
+        """The frozen text encoder, loaded on first use (training, or classes named at request time)."""
+        if self._text_encoder is None:
+            self._text_encoder = TextEncoder(self.cfg.text_encoder)
+        return self._text_encoder
+
+    @classmethod
+    def build_from_folder(cls, folder: Path, meta: dict, device: str = "cpu", shared: dict | None = None):
+        knowledge = [parse_entry(e, f"{folder}/config.json knowledge[{i}]") for i, e in enumerate(meta["knowledge"])]
+        return cls(meta["config"], meta["class_names"], meta["layout"], meta["dims"], knowledge=knowledge,
+                   text_dim=meta["text_dim"])
+
+    @classmethod
+    def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
+        return ClipPreprocessor(cfg.clip, layout, cfg.augment, train=train, seed=seed)
+
+    def collate_fn(self) -> ClipCollate:
+        return ClipCollate()
+
+    @property
+    def candidates(self) -> list[int]:
+        return list(self.eval_candidates)
+
+    # --- the loop's contract -----------------------------------------------------------------------------------
+    def similarities(self, x: torch.Tensor, body_mask: torch.Tensor | None, bank: TextBank | None = None):
+        """Clips -> (sims [N, T] = cos / tau against the bank's texts, the encoder's grid [N, M, C', T', V])."""
+        bank = bank or self.bank
+        grid = self.encoder.grid(x)
+        z = self.encoder.embed(self.encoder.sequence(grid, body_mask))
+        return z @ bank.emb.T.to(z.dtype) / self.cfg.temperature, grid
+
+    def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
+        sims, grid = self.similarities(x, body_mask)
+        # training and validation choose among the trained classes; evaluation and serving the eval candidates
+        cands = self.train_candidates if labels is not None else self.eval_candidates
+        scores = class_scores(sims, self.bank)
+        mask = torch.full_like(scores, NEG)
+        mask[:, cands] = 0.0
+        out = {"logits": torch.where(mask == 0, scores, mask), "features": grid}
+        if labels is not None:
+            if self.training:  # eq. 2-3: a fresh random motion/visual combination per sample and step
+                pos = sample_positives(labels, self.bank, self.cfg.visual_p)
+            else:  # validation: every text of the true class is a positive (deterministic)
+                pos = self.bank.owner[None, :] == labels[:, None]
+            den = contrast_set(labels, pos, self.bank, self.train_candidates)
+            weights = class_weights[labels] if class_weights is not None else None
+            out["loss"] = mil_nce(sims, pos, den, weights)
+        return out
+
+    # --- inference ---------------------------------------------------------------------------------------------
+    def class_activation(self, grid: torch.Tensor, classes: torch.Tensor, body_mask: torch.Tensor,
+                         bank: TextBank) -> torch.Tensor:
+        """relu of each (frame, joint) cell's projected feature . the class's mean text embedding -> [N, T', V]
+        (the pooled similarity is the mean of these cells: the projection is linear and has no bias)."""
+        onehot = F.one_hot(bank.owner, bank.num_classes).to(bank.emb.dtype)
+        mean_text = (onehot.T @ bank.emb) / bank.counts().clamp(min=1)[:, None].to(bank.emb.dtype)  # [K, d]
+        w = mean_text[classes] @ self.encoder.to_text.weight  # [N, C']
+        cam = F.relu(torch.einsum("nc,nmctv->nmtv", w.to(grid.dtype), grid))
+        bm = body_mask.to(cam.dtype)[..., None, None]
+        return (cam * bm).sum(1) / bm.sum(1).clamp(min=1)
+
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 32, bank: TextBank | None = None,
+                        names: list[str] | None = None) -> dict:
+        bank = bank or self.bank
+        names = names or self.class_names
+        cands = list(range(len(names))) if bank is not self.bank else self.eval_candidates
+        device = self.bank.emb.device
+        probs, frame_w, joint_w = [], [], []
+        with no_grad_eval(self):
+            for s in range(0, len(windows), batch_size):
+                chunk = windows[s:s + batch_size]
+                batch, sources = clip_batch(chunk, self.cfg.clip, self.layout)
+                body_mask = batch["body_mask"].to(device)
+                sims, grid = self.similarities(batch["x"].to(device), body_mask, bank)
+                scores = class_scores(sims, bank)
+                keep = torch.full_like(scores, NEG)
+                keep[:, cands] = scores[:, cands]
+                p = torch.softmax(keep.float(), -1)
+                probs.append(p.cpu().numpy())
+                cam = self.class_activation(grid.float(), p.argmax(-1), body_mask, bank)
+                for k, (win, src) in enumerate(zip(chunk, sources, strict=True)):
+                    fw, jw = read_back(cam[k].cpu().numpy(), src, np.asarray(win).shape[-3])
+                    frame_w.append(fw)
+                    joint_w.append(jw)
+        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(names))),
+                "frame_weights": frame_w, "joint_weights": joint_w, "joint_names": list(get_layout(self.layout).joints),
+                "tokens": 0}
+
+    def embed_windows(self, windows: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Windows -> their unit embeddings in the text space [W, d] (the t-SNE figure, Fig. 5)."""
+        out = []
+        with no_grad_eval(self):
+            for s in range(0, len(windows), batch_size):
+                batch, _ = clip_batch(windows[s:s + batch_size], self.cfg.clip, self.layout)
+                grid = self.encoder.grid(batch["x"].to(self.bank.emb.device))
+                out.append(self.encoder.embed(self.encoder.sequence(grid, batch["body_mask"])).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.bank.emb.shape[1]), np.float32)
+
+    def candidate_bank(self, candidates: list[dict]) -> tuple[list[str], TextBank]:
+        """Classes named at request time -> (names, their text bank). Each candidate is {"name": str, "texts":
+        [str, ...] (optional; default: the known class's knowledge, or the name itself as one text)}."""
+        if not candidates:
+            raise ValueError("candidates: give at least one class")
+        if len(candidates) > MAX_CANDIDATES:
+            raise ValueError(f"candidates: {len(candidates)} classes, at most {MAX_CANDIDATES}")
+        known = {k.label: k for k in self.knowledge}
+        names, entries = [], []
+        for i, c in enumerate(candidates):
+            name = c.get("name") if isinstance(c, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"candidates[{i}]: 'name' must be a non-empty string")
+            name = name.strip()
+            if name in names:
+                raise ValueError(f"candidates[{i}]: {name!r} is named twice")
+            texts = c.get("texts")
+            if texts:
+                entries.append(ClassKnowledge(name, tuple(texts)))
+            elif name in known:
+                entries.append(known[name])
+            else:
+                entries.append(ClassKnowledge(name, (f"a person performing the action: {name}",)))
+            names.append(name)
+        bank = TextBank.build(entries, self.text_encoder()).to(self.bank.emb.device)
+        return names, bank
+
+    # --- folder ------------------------------------------------------------------------------------------------
+    def folder_meta(self) -> dict:
+        return {"joint_names": list(get_layout(self.layout).joints), "weights": "encoder.safetensors",
+                "knowledge": [k.to_json() for k in self.knowledge], "text_encoder": self.cfg.text_encoder.name_or_path,
+                "text_dim": int(self.bank.emb.shape[1]), "texts": int(self.bank.emb.shape[0]),
+                "parameters": sum(p.numel() for p in self.encoder.parameters())}
