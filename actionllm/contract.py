@@ -104,6 +104,7 @@ class RecognizerBase(nn.Module, abc.ABC):
     legacy_stages: ClassVar[tuple[str, ...]] = ()  # stage names older folders carry for this stage
     explanation: ClassVar[str] = "attention"  # what predict_windows' frame/joint weights are (plot labels)
     weight_files: ClassVar[dict[str, str]] = {}  # safetensors file -> attribute holding the module saved there
+    servable: ClassVar[bool] = True  # False: an earlier stage that is not a classifier (llm-ar's VQ-VAE)
 
     def __init__(self, config: dict | BaseModel, class_names: list[str], layout: str, dims: int):
         super().__init__()

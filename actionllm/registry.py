@@ -111,8 +111,16 @@ def get_recipe(name: str) -> Recipe:
 
 
 def load_recognizer(folder: str | Path, device: str = "cpu", shared: dict | None = None) -> RecognizerBase:
-    """Load any recipe's recognizer folder: config.json names the recipe, the registry names its class."""
-    return get_recipe(read_config(folder)["recipe"]).recognizer_cls().load(folder, device=device, shared=shared)
+    """Load any recipe's recognizer folder: config.json names the recipe (and stage), the registry its class. An
+    earlier stage's folder loads as that stage's recognizer when it is one (SUGAR's align stage classifies by text
+    similarity); otherwise as the final stage's class, which refuses it naming the folder to load instead."""
+    meta = read_config(folder)
+    recipe = get_recipe(meta["recipe"])
+    cls = recipe.recognizer_cls()
+    stage = meta.get("stage")
+    if stage in recipe.stages and recipe.recognizer_cls(stage).servable:
+        cls = recipe.recognizer_cls(stage)
+    return cls.load(folder, device=device, shared=shared)
 
 
 # --- how settings reach a config -------------------------------------------------------------------------------

@@ -79,12 +79,13 @@ def run(args) -> None:
         train = [str(BIN), "train", "--config", rel(Path(args.recipe_config)), "--data", rel(shards),
                  "--output", rel(cell / "run"), *args.extra]
         train_s = sh(train, log)
-        evaluate = [str(BIN), "evaluate", "--checkpoint", rel(cell / "run" / "recognizer"), "--data", rel(shards),
+        recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])  # <run>/<stage>/...
+        evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards),
                     "--split", "test", "--report", rel(cell / "report")]
         eval_s = sh(evaluate, log)
         report = json.loads((cell / "report" / "report.json").read_text())
         summary = json.loads((cell / "run" / "summary.json").read_text())
-        rc = json.loads((cell / "run" / "recognizer" / "config.json").read_text())
+        rc = json.loads((recognizer / "config.json").read_text())
         preset = rc["config"].get("preset") or rc["config"].get("encoder", {}).get("preset", "")
         backbone = rc.get("backbone", {}).get("name_or_path") or \
             f"none (ST-GCN {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"

@@ -138,7 +138,8 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     if len(stages) > 1:
         summary = {**summary, "stages": {s: {"recognizer": v["recognizer"], "metrics": v["metrics"]}
                                          for s, v in summaries.items()}}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # <output>/summary.json names the recognizer folder to evaluate, also when only an earlier stage ran
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -27,7 +27,8 @@ def class_text(name: str) -> str:
 class LabelScorer:
     """Token ids of the prompt's two halves and of each class name; scores and generates with an LLM."""
 
-    def __init__(self, tokenizer, class_names: list[str], prompt: str, held_out: list[str] | tuple = ()):
+    def __init__(self, tokenizer, class_names: list[str], prompt: str, held_out: list[str] | tuple = (),
+                 terminator: str | None = None):
         if prompt.count("[tokens]") != 1:
             raise ValueError(f"the prompt must contain [tokens] exactly once: {prompt!r}")
         self.tok, self.prompt = tokenizer, prompt
@@ -36,8 +37,9 @@ class LabelScorer:
             raise ValueError("the backbone's tokenizer has no EOS token: a class name could not be terminated")
         self.eos = int(tokenizer.eos_token_id)
         self.lead = list(tokenizer("", add_special_tokens=True)["input_ids"])  # BOS where the tokenizer adds one
-        self.answers = [tokenizer(" " + class_text(c), add_special_tokens=False)["input_ids"] + [self.eos]
-                        for c in self.class_names]
+        # a name ends with EOS, or with `terminator` when the model goes on writing after it (SUGAR: "name. why")
+        end = [self.eos] if terminator is None else tokenizer(terminator, add_special_tokens=False)["input_ids"]
+        self.answers = [self.name_ids(c) + end for c in self.class_names]
         held = set(held_out)
         self.train_candidates = [i for i, c in enumerate(self.class_names) if c not in held]
         self.eval_candidates = ([i for i, c in enumerate(self.class_names) if c in held] if held
@@ -45,6 +47,9 @@ class LabelScorer:
         self._halves: dict[tuple[int, ...], tuple[list[int], list[int]]] = {}
 
     # --- token ids -----------------------------------------------------------------------------------------
+    def name_ids(self, name: str) -> list[int]:
+        return list(self.tok(" " + class_text(name), add_special_tokens=False)["input_ids"])
+
     def prompt_halves(self, candidates: list[int]) -> tuple[list[int], list[int]]:
         """Token ids before and after [tokens] (tokenised once per candidate set: this runs every forward)."""
         key = tuple(candidates)
@@ -55,14 +60,17 @@ class LabelScorer:
             self._halves[key] = (self.lead + ids(pre.rstrip()), ids(post))
         return self._halves[key]
 
-    def answer_batch(self, classes: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Answer ids [R, A] (right-padded with EOS) and their mask [R, A]."""
-        longest = max(len(self.answers[c]) for c in classes)
+    def answer_batch(self, classes: list[int], device, table: list[list[int]] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Answer ids [R, A] (right-padded with EOS) and their mask [R, A]; `table`: other per-class token ids
+        (training targets longer than the scored name) in place of the answers."""
+        table = table or self.answers
+        longest = max(len(table[c]) for c in classes)
         ids = torch.full((len(classes), longest), self.eos, dtype=torch.long)
         mask = torch.zeros((len(classes), longest), dtype=torch.long)
         for r, c in enumerate(classes):
-            ids[r, : len(self.answers[c])] = torch.tensor(self.answers[c])
-            mask[r, : len(self.answers[c])] = 1
+            ids[r, : len(table[c])] = torch.tensor(table[c])
+            mask[r, : len(table[c])] = 1
         return ids.to(device), mask.to(device)
 
     def prompt_tokens(self, slot: int, candidates: list[int]) -> int:
@@ -81,12 +89,12 @@ class LabelScorer:
         return torch.cat([pre_e, vec.to(pre_e.dtype), post_e], 1)
 
     def answer_logprobs(self, llm, prefix: torch.Tensor, rows: torch.Tensor, classes: list[int],
-                        share_prefix: bool) -> torch.Tensor:
+                        share_prefix: bool, table: list[list[int]] | None = None) -> torch.Tensor:
         """Per-token log p of each row's class name (+EOS) after its sample's prefix -> [R, A] (0 where padded).
 
         rows [R]: the sample of each row. share_prefix: run the prefix once per sample and repeat its KV cache
         for the rows (scoring many classes); otherwise one pass over prefix + answer per row (training)."""
-        ans, mask = self.answer_batch(classes, prefix.device)
+        ans, mask = self.answer_batch(classes, prefix.device, table)
         emb = llm.get_input_embeddings()
         l0 = prefix.shape[1]
         decoder, head = unwrap(llm).get_decoder(), unwrap(llm).get_output_embeddings()
@@ -125,12 +133,15 @@ class LabelScorer:
         scores[:, candidates] = tok_logp.sum(-1)
         return scores, tok_logp
 
-    def nll(self, llm, vec: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None):
-        """Cross-entropy on the true names' tokens (teacher forcing), per token, weighted by class."""
+    def nll(self, llm, vec: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None,
+            targets: list[list[int]] | None = None):
+        """Cross-entropy on the true names' tokens (teacher forcing), per token, weighted by class. `targets`:
+        per-class token ids to train on instead of the names (SUGAR: name + description + EOS)."""
+        table = targets or self.answers
         prefix = self.prefix(llm, vec, self.train_candidates)
         logp = self.answer_logprobs(llm, prefix, torch.arange(len(labels), device=vec.device),
-                                    [int(c) for c in labels], share_prefix=False)
-        ntok = torch.tensor([len(self.answers[int(c)]) for c in labels], device=vec.device)
+                                    [int(c) for c in labels], share_prefix=False, table=table)
+        ntok = torch.tensor([len(table[int(c)]) for c in labels], device=vec.device)
         w = (class_weights.to(vec.device)[labels] if class_weights is not None
              else torch.ones(len(labels), device=vec.device))
         return (w * -logp.sum(-1)).sum() / (w * ntok).sum()

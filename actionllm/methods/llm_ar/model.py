@@ -47,6 +47,7 @@ class VQVAERecognizer(RecognizerBase):
     stage = "vqvae"
     legacy_stages = ("tokenizer",)  # folders written before the rename
     weight_files = {VQVAE_WEIGHTS: "vqvae"}
+    servable = False  # not a classifier: evaluation and serving load the llm stage
 
     def __init__(self, config, class_names: list[str], layout: str, dims: int, *, seed: int = 0,
                  word_emb: bool = True, **_ignored):

@@ -56,6 +56,10 @@ class Bridge(nn.Module):
     def __init__(self, cfg: BridgeConfig, feature_width: int, llm_width: int):
         super().__init__()
         self.cfg = cfg
+        # not in the paper: the frozen encoder's features are standardised per channel first (BatchNorm over
+        # samples and frames). Without it the channels' common offsets dwarf what differs between samples (measured
+        # on MSR clips: 0.01 std across samples against 0.69 overall) and the Q-Former's LayerNorms erase the rest
+        self.norm_in = nn.BatchNorm1d(feature_width)
         if cfg.kind == "linear":
             self.out = nn.Linear(feature_width, llm_width)
             return
@@ -73,6 +77,7 @@ class Bridge(nn.Module):
 
     def forward(self, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         kind = self.cfg.kind
+        s = self.norm_in(s.transpose(1, 2)).transpose(1, 2)
         if kind == "linear":
             return self.out(s)
         q = self.queries.expand(s.shape[0], -1, -1)

@@ -8,10 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from ...components.backbone import BackboneConfig
 from ...components.clips import ClipConfig
+from ...components.lora import LoraSettings
 from ...components.text_encoder import TextEncoderConfig
 from ...registry import RecipeConfig
 from ...skeleton.augment import AugmentConfig
+from .bridge import BridgeConfig
 from .knowledge import bundled_knowledge, knowledge_for, read_knowledge
 
 
@@ -27,7 +30,9 @@ class EncoderConfig(BaseModel):
 
 
 class SugarConfig(RecipeConfig):
-    """SUGAR (seed 001): a skeleton encoder aligned with class knowledge text by MIL-NCE (stage `align`)."""
+    """SUGAR (seed 001): a skeleton encoder aligned with class knowledge text by MIL-NCE (stage `align`), then
+    frozen; its per-frame features -> Temporal Query Projection -> action tokens in an instruction to a LoRA LLM
+    that names the action and describes it (stage `llm`)."""
 
     clip: ClipConfig = Field(default_factory=lambda: ClipConfig(frames=32))
     augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig(rotate=0.3, scale=0.1, crop=0.9))
@@ -43,6 +48,19 @@ class SugarConfig(RecipeConfig):
     visual_p: float = Field(0.5, ge=0.0, le=1.0, description="chance a visual text joins a sample's positives")
     held_out: list[str] = Field(default_factory=list, description="classes kept out of training (zero-shot "
                                 "protocol P1): evaluation and serving choose among them only")
+    # --- stage `llm` (sec. 3.3) -----------------------------------------------------------------------------
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=64, alpha=16))  # sec. 4 (implementation)
+    # Fig. 2's instruction is not printed in the text; chosen: the wording of the paper's top-5 instruction
+    # (sec. 4.4) with "the most compatible action ... and describe it", as issue 16 states it
+    prompt: str = Field("Given a sequence of action tokens [tokens], please choose the most compatible action "
+                        "from [list], and describe it.", description="the instruction; [tokens] = the TQP "
+                        "output, [list] = the candidate classes")
+    describe: bool = Field(True, description="train on '{label}. {description}' (eq. 5); False: the name only")
+    max_new_tokens: int = Field(32, ge=0, description="generated explanation length (0 = none)")
+    align_folder: str | None = Field(None, description="the align stage's recognizer folder the llm stage reads; "
+                                     "set by `actionllm train` when both stages run")
 
     def windowing(self) -> tuple[int | None, int | None]:
         return self.clip.window, self.clip.stride
@@ -77,7 +95,9 @@ class SugarConfig(RecipeConfig):
         return out
 
     @model_validator(mode="after")
-    def _held_out(self):
+    def _checks(self):
         if len(set(self.held_out)) != len(self.held_out):
             raise ValueError(f"held_out repeats a class: {self.held_out}")
+        if self.prompt.count("[tokens]") != 1:
+            raise ValueError(f"prompt must contain [tokens] exactly once: {self.prompt!r}")
         return self

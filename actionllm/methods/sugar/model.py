@@ -1,6 +1,14 @@
-"""SUGAR's recognizers. Stage `align` (`SugarAlignRecognizer`, paper sec. 3.2): the skeleton encoder trained
-with MIL-NCE against the class knowledge texts -- already a recognizer: a window's class is the one whose texts
-its embedding is most similar to (log-mean-exp of cosine / tau over the class's texts).
+"""SUGAR's recognizers, one per stage.
+
+Stage `align` (`SugarAlignRecognizer`, paper sec. 3.2): the skeleton encoder trained with MIL-NCE against the
+class knowledge texts -- already a recognizer: a window's class is the one whose texts its embedding is most
+similar to (log-mean-exp of cosine / tau over the class's texts).
+
+Stage `llm` (`SugarLLMRecognizer`, sec. 3.3): the align stage's encoder, frozen, gives per-frame features s; the
+bridge (Temporal Query Projection, bridge.py) turns them into L action tokens spliced as `inputs_embeds` at
+[tokens] of the instruction; the LoRA LLM is trained with cross-entropy on "{label}. {description}" + EOS (eq. 5).
+Recognition scores each candidate's name (+ ".") by its log-likelihood after the prompt (components/
+label_scoring.py); the greedy continuation is returned as the explanation.
 
 Classes are text, so the candidates can change without training: `held_out` classes (zero-shot protocol P1) are
 never trained on and are chosen among at evaluation; `with_candidates` answers among classes named at request
@@ -18,13 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...components.backbone import hidden_size
 from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
 from ...components.gcn_recognizer import read_back
-from ...components.label_scoring import NEG
+from ...components.label_scoring import NEG, LabelScorer
+from ...components.lora import LoraRecognizer
 from ...components.text_encoder import TextEncoder
 from ...contract import RecognizerBase, no_grad_eval
 from ...skeleton.layouts import get_layout
 from .alignment import SequenceEncoder, TextBank, class_scores, contrast_set, mil_nce, sample_positives
+from .bridge import Bridge
 from .config import SugarConfig
 from .knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
 
@@ -189,3 +200,137 @@ class SugarAlignRecognizer(RecognizerBase):
                 "knowledge": [k.to_json() for k in self.knowledge], "text_encoder": self.cfg.text_encoder.name_or_path,
                 "text_dim": int(self.bank.emb.shape[1]), "texts": int(self.bank.emb.shape[0]),
                 "parameters": sum(p.numel() for p in self.encoder.parameters())}
+
+
+def load_align(folder: str | Path, layout: str, dims: int) -> SugarAlignRecognizer:
+    """The align stage's recognizer of `folder`, checked to read this data's layout and dims."""
+    align = SugarAlignRecognizer.load(folder)
+    if align.layout != layout or align.dims != int(dims):
+        raise ValueError(f"{folder}: the align stage read {align.layout}/{align.dims}D, the data is {layout}/{dims}D")
+    return align
+
+
+class SugarLLMRecognizer(LoraRecognizer):
+    """Stage 2 of sugar (`--stage llm`): frozen skeleton encoder -> bridge (TQP) -> action tokens in the
+    instruction -> LoRA LLM; classes scored by their names' log-likelihood, the continuation is the explanation.
+    Its folder holds the encoder and the bridge beside the LoRA adapter."""
+
+    recipe = "sugar"
+    config_cls = SugarConfig
+    stage = "llm"
+    explanation = "none (uniform: the explanation is the generated sentence)"
+    weight_files = {"encoder.safetensors": "encoder", "bridge.safetensors": "bridge"}
+
+    def __init__(self, config, class_names: list[str], layout: str, dims: int, *, model=None, tokenizer=None,
+                 encoder: SequenceEncoder | None = None, descriptions: dict[str, str] | None = None, seed: int = 0,
+                 device: str = "cpu", lora: bool = True, **_ignored):
+        super().__init__(config, class_names, layout, dims)
+        if encoder is None:
+            if not self.cfg.align_folder:
+                raise ValueError("the llm stage needs the align stage's folder: set recipe_config.align_folder "
+                                 "(or train both stages: no --stage)")
+            align = load_align(self.cfg.align_folder, layout, dims)
+            encoder = align.encoder
+            descriptions = {k.label: k.description for k in align.knowledge}
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.descriptions = {c: (descriptions or {}).get(c, "") for c in self.class_names}
+        torch.manual_seed(seed)
+        self.bridge = Bridge(self.cfg.bridge, self.encoder.width, hidden_size(self.cfg.backbone))
+        self.init_llm(model, tokenizer, device=device, seed=seed, lora=lora)
+        if self.llm.config.hidden_size != self.bridge.out.out_features:
+            raise ValueError(f"the bridge writes {self.bridge.out.out_features}-wide tokens but the backbone's "
+                             f"embeddings are {self.llm.config.hidden_size}-wide")
+        self.scorer = LabelScorer(self.tokenizer, self.class_names, self.cfg.prompt, self.cfg.held_out,
+                                  terminator=".")
+        self.targets = [self.target_ids(c) for c in self.class_names]
+
+    def target_ids(self, name: str) -> list[int]:
+        """Eq. 5's y: the name, '.', the class's description, EOS (the name alone + '.' + EOS if describe is off
+        or the class has no description). The name's tokens come first exactly as the scorer scores them."""
+        text = f" {self.descriptions.get(name, '')}" if self.cfg.describe and self.descriptions.get(name) else ""
+        tail = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        return self.scorer.name_ids(name) + self.tokenizer(".", add_special_tokens=False)["input_ids"] + tail + \
+            [self.scorer.eos]
+
+    @classmethod
+    def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
+        return ClipPreprocessor(cfg.clip, layout, cfg.augment, train=train, seed=seed)
+
+    def collate_fn(self) -> ClipCollate:
+        return ClipCollate()
+
+    @classmethod
+    def folder_extras(cls, folder: Path, meta: dict) -> dict:
+        cfg = SugarConfig.model_validate(meta["config"])
+        return {"encoder": SequenceEncoder(meta["layout"], meta["dims"], cfg.encoder, meta["align"]["text_dim"]),
+                "descriptions": meta.get("descriptions", {})}
+
+    @property
+    def candidates(self) -> list[int]:
+        return list(self.scorer.eval_candidates)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen stage 1: never in training mode
+        return self
+
+    def action_tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None) -> torch.Tensor:
+        """Clips -> the bridge's tokens [B, L, d] in the LLM's dtype (the encoder runs without gradients)."""
+        with torch.no_grad():
+            s = self.encoder.sequence(self.encoder.grid(x.float()), body_mask)
+        return self.bridge(s).to(self.llm.get_input_embeddings().weight.dtype)
+
+    # --- the loop's contract ---------------------------------------------------------------------------------
+    def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
+        self.use_adapter()
+        vec = self.action_tokens(x, body_mask)
+        if self.training:  # eq. 5: cross-entropy on "{label}. {description}" + EOS (teacher forcing)
+            if labels is None:
+                raise ValueError("training needs labels")
+            return {"loss": self.scorer.nll(self.llm, vec, labels, class_weights, targets=self.targets),
+                    "logits": None}
+        cands = self.scorer.train_candidates if labels is not None else self.scorer.eval_candidates
+        scores, tok_logp = self.scorer.score(self.llm, vec, cands)
+        out = {"logits": scores}
+        if labels is not None:
+            out["loss"] = self.scorer.candidate_nll(tok_logp, labels, cands)
+        return out
+
+    def count_tokens(self, batch: dict) -> int:
+        slot = self.bridge.num_tokens(batch["x"].shape[2])
+        prompt = self.scorer.prompt_tokens(slot, self.scorer.train_candidates)
+        answers = sum(len(self.targets[int(c)]) for c in batch["labels"]) if "labels" in batch else 0
+        return len(batch["x"]) * prompt + answers
+
+    def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
+        return [{"params": self.lora_parameters(), "lr": lr},
+                {"params": list(self.bridge.parameters()), "lr": head_lr or lr * 10}]
+
+    # --- inference -------------------------------------------------------------------------------------------
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8) -> dict:
+        device = self.llm.get_input_embeddings().weight.device
+        probs, generated, tokens = [], [], 0
+        cands = self.scorer.eval_candidates
+        with no_grad_eval(self):
+            self.use_adapter()
+            for s in range(0, len(windows), batch_size):
+                batch, _ = clip_batch(windows[s:s + batch_size], self.cfg.clip, self.layout)
+                vec = self.action_tokens(batch["x"].to(device), batch["body_mask"].to(device))
+                scores, _ = self.scorer.score(self.llm, vec, cands)
+                probs.append(torch.softmax(scores.float(), -1).cpu().numpy())
+                generated += self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens)
+                tokens += self.count_tokens({"x": batch["x"]})
+        joints = list(get_layout(self.layout).joints)
+        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))),
+                "frame_weights": [np.full(np.asarray(w).shape[-3], 1.0 / np.asarray(w).shape[-3], np.float32)
+                                  for w in windows],
+                "joint_weights": [np.full(len(joints), 1.0 / len(joints), np.float32) for _ in windows],
+                "joint_names": joints, "tokens": tokens, "generated": generated}
+
+    # --- folder ------------------------------------------------------------------------------------------------
+    def folder_meta(self) -> dict:
+        return {"joint_names": list(get_layout(self.layout).joints), **super().folder_meta(),
+                "descriptions": self.descriptions,
+                "align": {"source": self.cfg.align_folder, "text_dim": int(self.encoder.to_text.out_features)},
+                "bridge": {"kind": self.cfg.bridge.kind,
+                           "parameters": sum(p.numel() for p in self.bridge.parameters())}}
