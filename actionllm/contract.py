@@ -92,7 +92,8 @@ class RecognizerBase(nn.Module, abc.ABC):
       collate_fn()          a picklable callable: a numpy batch of the preprocessor's rows -> tensors for forward
       forward(**batch, class_weights=None) -> {"logits", "loss" (when the batch has "labels"), ...}
       predict_windows(windows)    {"probabilities", "frame_weights", "joint_weights", "joint_names", "tokens"}
-                            (+ optional per-window "generated" text)
+                            (+ optional per-window "generated" text; an `open_vocabulary` recognizer also takes
+                            candidates=[{"name", "texts"?}]: probabilities over those, in their order)
     and may override param_groups, count_tokens (throughput in tokens; 0 = not a token model), summarise
     (forward may return "stats": tensors the loop sums over an epoch and all workers; "logits" may be None in
     training, e.g. a generative or VQ-VAE stage), after_step, release (serving evicts), candidates.
@@ -105,6 +106,8 @@ class RecognizerBase(nn.Module, abc.ABC):
     explanation: ClassVar[str] = "attention"  # what predict_windows' frame/joint weights are (plot labels)
     weight_files: ClassVar[dict[str, str]] = {}  # safetensors file -> attribute holding the module saved there
     servable: ClassVar[bool] = True  # False: an earlier stage that is not a classifier (llm-ar's VQ-VAE)
+    # True: predict_windows(..., candidates=[{"name", "texts"?}, ...]) answers among classes named at request time
+    open_vocabulary: ClassVar[bool] = False
 
     def __init__(self, config: dict | BaseModel, class_names: list[str], layout: str, dims: int):
         super().__init__()
@@ -215,6 +218,35 @@ class RecognizerBase(nn.Module, abc.ABC):
         rec = cls.build_from_folder(folder, meta, device=device, shared=shared)
         rec.load_weights(folder)
         return rec.to(device).eval()
+
+
+MAX_CANDIDATES = 200  # classes one open-vocabulary request may name
+MAX_CANDIDATE_TEXTS = 8  # texts one candidate may bring
+MAX_CANDIDATE_CHARS = 600  # characters in a candidate's name or text
+
+
+def check_candidates(candidates) -> list[dict]:
+    """Classes named at request time (open-vocabulary recognizers) -> [{"name", "texts"}], checked; ValueError
+    starting with the entry at fault (`candidates[3].texts: ...`)."""
+    if not isinstance(candidates, list) or len(candidates) < 2:
+        raise ValueError("candidates: give at least two classes to choose among")
+    if len(candidates) > MAX_CANDIDATES:
+        raise ValueError(f"candidates: {len(candidates)} classes, at most {MAX_CANDIDATES}")
+    out, seen = [], set()
+    for i, c in enumerate(candidates):
+        name = c.get("name") if isinstance(c, dict) else None
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_CANDIDATE_CHARS:
+            raise ValueError(f"candidates[{i}].name: a non-empty string of at most {MAX_CANDIDATE_CHARS} characters")
+        if name.strip() in seen:
+            raise ValueError(f"candidates[{i}].name: {name.strip()!r} is named twice")
+        seen.add(name.strip())
+        texts = c.get("texts") or []
+        if not isinstance(texts, list) or len(texts) > MAX_CANDIDATE_TEXTS or not all(
+                isinstance(t, str) and t.strip() and len(t) <= MAX_CANDIDATE_CHARS for t in texts):
+            raise ValueError(f"candidates[{i}].texts: at most {MAX_CANDIDATE_TEXTS} non-empty strings of at most "
+                             f"{MAX_CANDIDATE_CHARS} characters")
+        out.append({"name": name.strip(), "texts": [t.strip() for t in texts]})
+    return out
 
 
 def missing_methods(cls: type) -> list[str]:

@@ -59,11 +59,14 @@ def aggregate(out: dict, starts: list[int], num_frames: int, window: int | None,
     }
 
 
-def recognize(rec, seq: SkeletonSequence, batch_size: int = 8) -> dict:
-    """A loaded recognizer on one sequence, in-process (what a Serve replica computes, without Serve)."""
+def recognize(rec, seq: SkeletonSequence, batch_size: int = 8, candidates: list[dict] | None = None) -> dict:
+    """A loaded recognizer on one sequence, in-process (what a Serve replica computes, without Serve);
+    `candidates`: classes named at request time (open-vocabulary recognizers)."""
     wins, starts = cut(seq, rec.window, rec.stride)
-    out = rec.predict_windows(wins, batch_size=batch_size)
-    return {**aggregate(out, starts, seq.num_frames, rec.window, rec.class_names), "tokens": int(out.get("tokens", 0))}
+    extra = {} if candidates is None else {"candidates": candidates}
+    out = rec.predict_windows(wins, batch_size=batch_size, **extra)
+    names = rec.class_names if candidates is None else [c["name"] for c in candidates]
+    return {**aggregate(out, starts, seq.num_frames, rec.window, names), "tokens": int(out.get("tokens", 0))}
 
 
 def predict_items(rec, items) -> list[dict]:

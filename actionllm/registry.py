@@ -114,13 +114,16 @@ def load_recognizer(folder: str | Path, device: str = "cpu", shared: dict | None
     """Load any recipe's recognizer folder: config.json names the recipe (and stage), the registry its class. An
     earlier stage's folder loads as that stage's recognizer when it is one (SUGAR's align stage classifies by text
     similarity); otherwise as the final stage's class, which refuses it naming the folder to load instead."""
-    meta = read_config(folder)
+    return folder_class(read_config(folder)).load(folder, device=device, shared=shared)
+
+
+def folder_class(meta: dict) -> type[RecognizerBase]:
+    """The recognizer class that loads a folder with this config.json (see load_recognizer)."""
     recipe = get_recipe(meta["recipe"])
-    cls = recipe.recognizer_cls()
     stage = meta.get("stage")
     if stage in recipe.stages and recipe.recognizer_cls(stage).servable:
-        cls = recipe.recognizer_cls(stage)
-    return cls.load(folder, device=device, shared=shared)
+        return recipe.recognizer_cls(stage)
+    return recipe.recognizer_cls()
 
 
 # --- how settings reach a config -------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actionllm.contract import read_config, read_sample
+from actionllm.contract import check_candidates, read_config, read_sample
 from actionllm.inference import aggregate, cut
+from actionllm.methods import folder_class  # (importing the methods registers every recipe)
 from actionllm.skeleton.layouts import get_layout
 
 from .metrics import EventBuffer
@@ -67,7 +68,21 @@ def model_info(name: str, path: str) -> ModelInfo:
     return ModelInfo(name=name, recipe=meta["recipe"], layout=meta["layout"], dims=meta["dims"],
                      window=meta.get("window"), stride=meta.get("stride"), classes=meta["class_names"],
                      joint_names=list(layout.joints), bones=[(int(a), int(b)) for a, b in layout.bone_index],
-                     sample=read_sample(path) is not None)
+                     sample=read_sample(path) is not None, open_vocabulary=folder_class(meta).open_vocabulary)
+
+
+def request_candidates(body: RecognizeRequest, model: ModelInfo) -> list[dict] | None:
+    """The request's candidate classes, checked (None: the model's own classes)."""
+    if body.candidates is None:
+        return None
+    if not model.open_vocabulary:
+        raise ApiError(422, "candidates not supported", "candidates", f"model {model.name!r} ({model.recipe}) "
+                       "answers among its trained classes only; candidates need an open-vocabulary recognizer (sugar)")
+    try:
+        return check_candidates([c.model_dump(exclude_none=True) for c in body.candidates])
+    except ValueError as err:
+        field, _, detail = str(err).partition(": ")
+        raise ApiError(422, "invalid candidates", field, detail) from None
 
 
 # --- errors, body limit, auth, per-request metrics ------------------------------------------------------------
@@ -218,13 +233,13 @@ class Ingress:
             raise ApiError(404, "unknown model", "model", f"{name!r}; served: {', '.join(self.infos)}")
         return self.infos[name]
 
-    async def run_windows(self, model: ModelInfo, windows: list) -> dict:
+    async def run_windows(self, model: ModelInfo, windows: list, candidates: list[dict] | None = None) -> dict:
         """The windows through a recognizer replica; a replica that dies mid-request (a crash, a node lost) is
         retried once on another; if that fails too, 503 (the service is degraded; not the request's fault)."""
         handle = self.server.options(multiplexed_model_id=model.name)
         for attempt in range(2):
             try:
-                return await handle.predict.remote(windows)
+                return await handle.predict.remote(windows, candidates)
             except (RayActorError, ActorUnavailableError, ReplicaUnavailableError, DeploymentUnavailableError) as err:
                 log.warning("recognizer replica failed (%s), attempt %d", type(err).__name__, attempt + 1)
                 if attempt:
@@ -237,9 +252,11 @@ class Ingress:
         model = self.resolve(body.model, request.headers.get(MODEL_HEADER))
         request.state.model = model.name
         seq = request_sequence(body, model, self.max_frames)
+        candidates = request_candidates(body, model)
         windows, starts = cut(seq, model.window, model.stride)
-        out = await self.run_windows(model, windows)
-        answer = aggregate(out, starts, seq.num_frames, model.window, model.classes)
+        out = await self.run_windows(model, windows, candidates)
+        names = model.classes if candidates is None else [c["name"] for c in candidates]
+        answer = aggregate(out, starts, seq.num_frames, model.window, names)
         return RecognizeResponse(model=model.name, **answer, latency_ms=(time.perf_counter() - t0) * 1e3)
 
     @api.get("/v1/models", response_model=list[ModelInfo])

@@ -11,6 +11,7 @@ reported ready (and receives traffic) only once they are in memory.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -99,34 +100,40 @@ def recognizer_server(max_models: int):
                 return self._preloaded.pop(model_id)
             return await asyncio.get_running_loop().run_in_executor(None, self._load, model_id)
 
-        async def predict(self, windows: list[np.ndarray]) -> dict:
-            """The windows of one request -> predict_windows' output for them (model from the multiplexed id)."""
+        async def predict(self, windows: list[np.ndarray], candidates: list[dict] | None = None) -> dict:
+            """The windows of one request -> predict_windows' output for them (model from the multiplexed id;
+            `candidates`: classes named by the request, for open-vocabulary recognizers)."""
             model_id = serve.get_multiplexed_model_id()
             if model_id in self.loaded and model_id not in self._preloaded:
                 self.events.add("cache", model_id, "hit")
             loaded = await self.get_model(model_id)
-            return await self.predict_batch(loaded, windows)
+            return await self.predict_batch(loaded, windows, candidates)
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-        async def predict_batch(self, loadeds: list[Loaded], windows: list[list[np.ndarray]]) -> list[dict]:
+        async def predict_batch(self, loadeds: list[Loaded], windows: list[list[np.ndarray]],
+                                candidates: list[list[dict] | None]) -> list[dict]:
             self.events.add("batch", len(windows), sum(len(w) for w in windows))
-            results, counts = await asyncio.get_running_loop().run_in_executor(None, self._run, loadeds, windows)
+            results, counts = await asyncio.get_running_loop().run_in_executor(None, self._run, loadeds, windows,
+                                                                               candidates)
             for model_id, n_windows, n_tokens in counts:
                 self.events.add("windows", model_id, n_windows, n_tokens)
             return results
 
-        def _run(self, loadeds: list[Loaded], windows: list[list[np.ndarray]]) -> tuple[list[dict], list[tuple]]:
-            """One forward pass per model over the windows of all its requests in the batch, split back."""
+        def _run(self, loadeds: list[Loaded], windows: list[list[np.ndarray]], candidates: list[list[dict] | None]
+                 ) -> tuple[list[dict], list[tuple]]:
+            """One forward pass per model and candidate set over the windows of all its requests in the batch,
+            split back."""
             results: list[dict | None] = [None] * len(windows)
             counts = []
-            groups: dict[str, list[int]] = {}
+            groups: dict[tuple[str, str], list[int]] = {}
             for i, loaded in enumerate(loadeds):
-                groups.setdefault(loaded.model_id, []).append(i)
-            for model_id, idx in groups.items():
+                groups.setdefault((loaded.model_id, json.dumps(candidates[i])), []).append(i)
+            for (model_id, _), idx in groups.items():
                 rec = loadeds[idx[0]].rec
                 flat = [w for i in idx for w in windows[i]]
+                extra = {} if candidates[idx[0]] is None else {"candidates": candidates[idx[0]]}
                 with self.lock:
-                    out = rec.predict_windows(flat, batch_size=self.window_batch)
+                    out = rec.predict_windows(flat, batch_size=self.window_batch, **extra)
                 counts.append((model_id, len(flat), int(out.get("tokens", 0))))
                 s = 0
                 for i in idx:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from actionllm.contract import MAX_CANDIDATE_CHARS, MAX_CANDIDATE_TEXTS, MAX_CANDIDATES
 from actionllm.skeleton.formats.base import FormatError
 from actionllm.skeleton.layouts import LAYOUTS, get_layout
 from actionllm.skeleton.sequence import SkeletonSequence
@@ -34,6 +35,16 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="what is wrong, in words")
 
 
+class Candidate(BaseModel):
+    """A class named at request time (open-vocabulary recognizers: GET /v1/models says `open_vocabulary`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=MAX_CANDIDATE_CHARS, description="the class's name")
+    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_CANDIDATE_CHARS)]] | None = Field(
+        None, max_length=MAX_CANDIDATE_TEXTS, description="sentences describing the action (sugar's align stage "
+        "compares the skeleton with them; default: a known class's knowledge, else the name)")
+
+
 class RecognizeRequest(BaseModel):
     """One skeleton sequence to recognise: raw frames [T][V][C] in a registered layout, or a named format."""
 
@@ -48,6 +59,9 @@ class RecognizeRequest(BaseModel):
     fps: Finite | None = Field(None, gt=0, le=1000, description="frames per second (informational)")
     frames: list[list[list[Finite]]] | None = Field(None, description="[T][V][C] joint coordinates (format array)")
     data: dict[str, Any] | list[Any] | None = Field(None, description="the named format's document")
+    candidates: list[Candidate] | None = Field(
+        None, min_length=2, max_length=MAX_CANDIDATES, description="open-vocabulary recognizers only: answer among "
+        "these classes instead of the trained ones (a user adds an action by naming it, without retraining)")
 
 
 class WindowAnswer(BaseModel):
@@ -85,6 +99,7 @@ class ModelInfo(BaseModel):
     joint_names: list[str] = Field(description="the joints of `layout`, in the order requests send them")
     bones: list[tuple[int, int]] = Field(description="joint index pairs of the layout (for drawing)")
     sample: bool = Field(False, description="GET /v1/models/{name}/sample has a real sequence of its data")
+    open_vocabulary: bool = Field(False, description="POST /v1/recognize takes `candidates` for this model")
 
 
 def _field(loc: tuple) -> str:

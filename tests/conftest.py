@@ -91,6 +91,18 @@ def tiny_llm_ar(tmp_path_factory, data_root) -> Path:
     return rec.save(tmp_path_factory.mktemp("recognizers") / "llmar")
 
 
+@pytest.fixture(scope="session")
+def tiny_sugar(tmp_path_factory, data_root) -> Path:
+    """A sugar align-stage recognizer folder for MSR Action3D (GCN encoder random, the project's MSR knowledge
+    embedded by all-MiniLM-L6-v2): an open-vocabulary recognizer."""
+    from actionllm.methods.sugar.model import SugarAlignRecognizer
+    from actionllm.skeleton.formats import get_reader
+
+    classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names
+    rec = SugarAlignRecognizer({"clip": {"frames": 16}}, classes, "kinect20", 3, seed=5)
+    return rec.save(tmp_path_factory.mktemp("recognizers") / "sugar")
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (for a service under test)."""
     import socket

@@ -33,7 +33,7 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def service(ray_local, tiny_recognizers, tiny_llm_ar, monkeypatch_module):
+def service(ray_local, tiny_recognizers, tiny_llm_ar, tiny_sugar, monkeypatch_module):
     from ray import serve
 
     from services.app import ServeConfig, build_app
@@ -42,7 +42,7 @@ def service(ray_local, tiny_recognizers, tiny_llm_ar, monkeypatch_module):
     port = free_port()
     cfg = ServeConfig.model_validate({
         "models": [*({"name": n, "path": str(p)} for n, p in tiny_recognizers.items()),
-                   {"name": "llmar", "path": str(tiny_llm_ar)}],
+                   {"name": "llmar", "path": str(tiny_llm_ar)}, {"name": "sugar", "path": str(tiny_sugar)}],
         "max_models_per_replica": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "num_cpus": 0.5,
         "max_frames": 500, "max_body_bytes": 1 << 20,
         "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
@@ -109,7 +109,8 @@ def test_valid_request_every_field_and_same_answer_as_in_process(service, body, 
 def test_models_healthz_docs(service):
     url, _ = service
     models = httpx.get(f"{url}/v1/models", headers=AUTH).json()
-    assert [m["name"] for m in models] == ["alpha", "beta", "gamma", "llmar"]
+    assert [m["name"] for m in models] == ["alpha", "beta", "gamma", "llmar", "sugar"]
+    assert [m["open_vocabulary"] for m in models] == [False] * 4 + [True]
     assert models[0]["window"] == 12 and models[0]["stride"] == 6 and models[0]["layout"] == "kinect20"
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/docs").status_code == 200
@@ -421,3 +422,36 @@ def test_llm_ar_recognizer_is_served_with_no_code_of_its_own(service, body, tiny
     assert a["label"] == local["label"] and a["windows"][0]["generated"] == local["windows"][0]["generated"]
     np.testing.assert_allclose([a["probabilities"][c] for c in local["probabilities"]],
                                list(local["probabilities"].values()), atol=1e-4)
+
+
+def test_open_vocabulary_candidates_over_http(service, body, tiny_sugar):
+    """A sugar model answers among classes the request names (issue 16, item 6): known names keep their knowledge
+    (the answer equals the in-process one), a new name with a sentence changes the answer, bad lists are 4xx."""
+    from actionllm.inference import recognize
+    from actionllm.methods import load_recognizer
+
+    url, _ = service
+    payload, seq = body
+    own = post(url, {**payload, "model": "sugar"})
+    assert own.status_code == 200 and len(own.json()["probabilities"]) == 20
+    cands = [{"name": "high arm wave"}, {"name": "bend"}, {"name": "side kick"}]
+    r = post(url, {**payload, "model": "sugar", "candidates": cands})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert list(a["probabilities"]) == ["high arm wave", "bend", "side kick"] and a["label"] in a["probabilities"]
+    local = recognize(load_recognizer(tiny_sugar), seq, candidates=[{**c, "texts": []} for c in cands])
+    np.testing.assert_allclose(list(a["probabilities"].values()), list(local["probabilities"].values()), atol=1e-4)
+    added = [*cands, {"name": "salute", "texts": ["the right hand rises to the brow and holds there"]}]
+    b = post(url, {**payload, "model": "sugar", "candidates": added}).json()
+    assert list(b["probabilities"]) == [c["name"] for c in added]
+    assert b["probabilities"]["bend"] != pytest.approx(a["probabilities"]["bend"], abs=1e-6)  # the new name counts
+    for bad, field in [([{"name": "bend"}], "candidates"), ([{"name": "bend"}, {"name": "bend"}], "candidates[1].name"),
+                       ([{"name": "bend"}, {"name": ""}], "candidates[1].name"),
+                       ([{"name": "bend"}, {"name": "x", "texts": ["t"] * 9}], "candidates[1].texts"),
+                       ([{"name": "bend"}, {"name": "x", "colour": "red"}], "candidates[1].colour"),
+                       ([{"name": f"c{i}"} for i in range(201)], "candidates")]:
+        r = post(url, {**payload, "model": "sugar", "candidates": bad})
+        assert r.status_code == 422 and r.json()["field"] == field, (field, r.text)
+    r = post(url, {**payload, "model": "alpha", "candidates": cands})  # a closed-vocabulary model refuses them
+    assert r.status_code == 422 and r.json()["error"] == "candidates not supported"
+    assert httpx.get(f"{url}/healthz").status_code == 200

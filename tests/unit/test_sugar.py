@@ -206,17 +206,21 @@ def test_open_vocabulary_candidates_change_the_answer(msr, trained):
     x, y = msr[False]
     kick = [i for i in range(len(y)) if CLASSES[int(y[i])] == "forward kick"][:6]
     wins = [x[i, :1].numpy() for i in kick]  # body 0 of each clip, as windows [M, N, V, C]
-    names, bank = rec.candidate_bank([{"name": "forward kick"}, {"name": "bend"}])
-    assert names == ["forward kick", "bend"] and bank.num_classes == 2
-    both = rec.predict_windows(wins, bank=bank, names=names)["probabilities"]
-    assert both.shape == (6, 2)
-    names, bank = rec.candidate_bank([{"name": "bend"}, {"name": "squat", "texts": ["a person squats down"]}])
-    other = rec.predict_windows(wins, bank=bank, names=names)["probabilities"]
-    assert not np.allclose(both, other)
-    for bad, message in [([], "at least one"), ([{"name": ""}], "non-empty"),
-                         ([{"name": "a"}, {"name": "a"}], "named twice"), ([{"name": "x"}] * 201, "at most")]:
+    full = rec.predict_windows(wins)["probabilities"]
+    two = rec.predict_windows(wins, candidates=[{"name": "forward kick"}, {"name": "bend"}])["probabilities"]
+    assert two.shape == (6, 2)
+    # known classes keep their knowledge texts: the answer is the full one restricted to them
+    sub = full[:, [CLASSES.index("forward kick"), CLASSES.index("bend")]]
+    np.testing.assert_allclose(two, sub / sub.sum(1, keepdims=True), atol=1e-5)
+    new = rec.predict_windows(wins, candidates=[{"name": "bend"}, {"name": "squat", "texts": ["a person squats"]}])
+    assert new["probabilities"].shape == (6, 2) and not np.allclose(two, new["probabilities"])
+    assert len(rec._candidate_banks) == 2  # embedded once per candidate set
+    long = [{"name": "a", "texts": ["t"] * 9}, {"name": "b"}]
+    for bad, message in [([], "at least two"), ([{"name": "a"}], "at least two"), ([{"name": ""}, {"name": "b"}],
+                         "non-empty string"), ([{"name": "a"}, {"name": "a"}], "named twice"),
+                         ([{"name": f"c{i}"} for i in range(201)], "at most 200"), (long, r"candidates\[0\].texts")]:
         with pytest.raises(ValueError, match=message):
-            rec.candidate_bank(bad)
+            rec.predict_windows(wins[:1], candidates=bad)
 
 
 def test_held_out_classes_are_never_trained_on_and_the_only_answers(msr):

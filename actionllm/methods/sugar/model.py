@@ -20,6 +20,8 @@ The folder: config.json (+ the knowledge entries of its classes and the text enc
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +34,28 @@ from ...components.gcn_recognizer import read_back
 from ...components.label_scoring import NEG, LabelScorer
 from ...components.lora import LoraRecognizer
 from ...components.text_encoder import TextEncoder
-from ...contract import RecognizerBase, no_grad_eval
+from ...contract import RecognizerBase, check_candidates, no_grad_eval
 from ...skeleton.layouts import get_layout
 from .alignment import SequenceEncoder, TextBank, class_scores, contrast_set, mil_nce, sample_positives
 from .bridge import Bridge
 from .config import SugarConfig
 from .knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
 
-MAX_CANDIDATES = 200  # classes one open-vocabulary request may name
+CACHED_SETS = 32  # candidate sets a recognizer keeps embedded (requests repeat them)
+
+
+class CandidateCache(OrderedDict):
+    """The last CACHED_SETS candidate sets -> what a recognizer built for them (least recently used dropped)."""
+
+    def get_or_build(self, candidates: list[dict], build):
+        key = json.dumps(candidates, sort_keys=True)
+        if key in self:
+            self.move_to_end(key)
+        else:
+            self[key] = build(candidates)
+            if len(self) > CACHED_SETS:
+                self.popitem(last=False)
+        return self[key]
 
 
 class SugarAlignRecognizer(RecognizerBase):
@@ -48,6 +64,7 @@ class SugarAlignRecognizer(RecognizerBase):
     recipe = "sugar"
     config_cls = SugarConfig
     stage = "align"
+    open_vocabulary = True
     explanation = "text similarity read back onto frames and joints (CAM)"
     weight_files = {"encoder.safetensors": "encoder", "text_bank.safetensors": "bank"}
 
@@ -55,6 +72,7 @@ class SugarAlignRecognizer(RecognizerBase):
                  knowledge: list[ClassKnowledge] | None = None, text_dim: int | None = None, **_ignored):
         super().__init__(config, class_names, layout, dims)
         self._text_encoder: TextEncoder | None = None
+        self._candidate_banks = CandidateCache()
         if knowledge is None:  # training: read the knowledge file and embed the class texts now
             cfg = self.cfg.for_data(self.class_names)
             self.cfg = cfg
@@ -130,11 +148,16 @@ class SugarAlignRecognizer(RecognizerBase):
         bm = body_mask.to(cam.dtype)[..., None, None]
         return (cam * bm).sum(1) / bm.sum(1).clamp(min=1)
 
-    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 32, bank: TextBank | None = None,
-                        names: list[str] | None = None) -> dict:
-        bank = bank or self.bank
-        names = names or self.class_names
-        cands = list(range(len(names))) if bank is not self.bank else self.eval_candidates
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 32, candidates: list[dict] | None = None
+                        ) -> dict:
+        """Probabilities over the eval candidates, or over `candidates` named at request time (open vocabulary:
+        [{"name", "texts"?}]; a known class without texts keeps its knowledge, a new one without texts is read as
+        "a person performing the action: <name>"), and CAM read-backs of the answer's text similarity."""
+        if candidates is None:
+            names, bank, cands = self.class_names, self.bank, self.eval_candidates
+        else:
+            names, bank = self._candidate_banks.get_or_build(check_candidates(candidates), self.candidate_bank)
+            cands = list(range(len(names)))
         device = self.bank.emb.device
         probs, frame_w, joint_w = [], [], []
         with no_grad_eval(self):
@@ -168,31 +191,18 @@ class SugarAlignRecognizer(RecognizerBase):
         return np.concatenate(out) if out else np.zeros((0, self.bank.emb.shape[1]), np.float32)
 
     def candidate_bank(self, candidates: list[dict]) -> tuple[list[str], TextBank]:
-        """Classes named at request time -> (names, their text bank). Each candidate is {"name": str, "texts":
-        [str, ...] (optional; default: the known class's knowledge, or the name itself as one text)}."""
-        if not candidates:
-            raise ValueError("candidates: give at least one class")
-        if len(candidates) > MAX_CANDIDATES:
-            raise ValueError(f"candidates: {len(candidates)} classes, at most {MAX_CANDIDATES}")
+        """Checked request-time classes -> (names, their text bank), embedded with the frozen text encoder."""
         known = {k.label: k for k in self.knowledge}
-        names, entries = [], []
-        for i, c in enumerate(candidates):
-            name = c.get("name") if isinstance(c, dict) else None
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"candidates[{i}]: 'name' must be a non-empty string")
-            name = name.strip()
-            if name in names:
-                raise ValueError(f"candidates[{i}]: {name!r} is named twice")
-            texts = c.get("texts")
-            if texts:
-                entries.append(ClassKnowledge(name, tuple(texts)))
-            elif name in known:
-                entries.append(known[name])
+        entries = []
+        for c in candidates:
+            if c["texts"]:
+                entries.append(ClassKnowledge(c["name"], tuple(c["texts"])))
+            elif c["name"] in known:
+                entries.append(known[c["name"]])
             else:
-                entries.append(ClassKnowledge(name, (f"a person performing the action: {name}",)))
-            names.append(name)
+                entries.append(ClassKnowledge(c["name"], (f"a person performing the action: {c['name']}",)))
         bank = TextBank.build(entries, self.text_encoder()).to(self.bank.emb.device)
-        return names, bank
+        return [c["name"] for c in candidates], bank
 
     # --- folder ------------------------------------------------------------------------------------------------
     def folder_meta(self) -> dict:
@@ -218,6 +228,7 @@ class SugarLLMRecognizer(LoraRecognizer):
     recipe = "sugar"
     config_cls = SugarConfig
     stage = "llm"
+    open_vocabulary = True  # new names go into [list] and are scored like trained ones (their texts are not read)
     explanation = "none (uniform: the explanation is the generated sentence)"
     weight_files = {"encoder.safetensors": "encoder", "bridge.safetensors": "bridge"}
 
@@ -243,6 +254,7 @@ class SugarLLMRecognizer(LoraRecognizer):
         self.scorer = LabelScorer(self.tokenizer, self.class_names, self.cfg.prompt, self.cfg.held_out,
                                   terminator=".")
         self.targets = [self.target_ids(c) for c in self.class_names]
+        self._candidate_scorers = CandidateCache()
 
     def target_ids(self, name: str) -> list[int]:
         """Eq. 5's y: the name, '.', the class's description, EOS (the name alone + '.' + EOS if describe is off
@@ -307,21 +319,29 @@ class SugarLLMRecognizer(LoraRecognizer):
                 {"params": list(self.bridge.parameters()), "lr": head_lr or lr * 10}]
 
     # --- inference -------------------------------------------------------------------------------------------
-    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8) -> dict:
+    def candidate_scorer(self, candidates: list[dict]) -> LabelScorer:
+        return LabelScorer(self.tokenizer, [c["name"] for c in candidates], self.cfg.prompt, terminator=".")
+
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8, candidates: list[dict] | None = None
+                        ) -> dict:
+        """Probabilities over the eval candidates (or over `candidates` named at request time, open vocabulary),
+        and the greedy continuation of each window's prompt (the label and its description) as `generated`."""
         device = self.llm.get_input_embeddings().weight.device
+        scorer = self.scorer if candidates is None else \
+            self._candidate_scorers.get_or_build(check_candidates(candidates), self.candidate_scorer)
+        cands = scorer.eval_candidates
         probs, generated, tokens = [], [], 0
-        cands = self.scorer.eval_candidates
         with no_grad_eval(self):
             self.use_adapter()
             for s in range(0, len(windows), batch_size):
                 batch, _ = clip_batch(windows[s:s + batch_size], self.cfg.clip, self.layout)
                 vec = self.action_tokens(batch["x"].to(device), batch["body_mask"].to(device))
-                scores, _ = self.scorer.score(self.llm, vec, cands)
+                scores, _ = scorer.score(self.llm, vec, cands)
                 probs.append(torch.softmax(scores.float(), -1).cpu().numpy())
-                generated += self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens)
+                generated += scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens)
                 tokens += self.count_tokens({"x": batch["x"]})
         joints = list(get_layout(self.layout).joints)
-        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))),
+        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(scorer.class_names))),
                 "frame_weights": [np.full(np.asarray(w).shape[-3], 1.0 / np.asarray(w).shape[-3], np.float32)
                                   for w in windows],
                 "joint_weights": [np.full(len(joints), 1.0 / len(joints), np.float32) for _ in windows],
