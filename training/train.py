@@ -133,6 +133,12 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
                                         f"exist: train --stage {prev} first (same --output), or set "
                                         f"recipe_config.{key}")
             stc = stc.model_copy(update={"recipe_config": {**stc.recipe_config, key: str(folder)}})
+        elif stc.recipe_config.get(key):  # the user's folder: absolute (Ray's workers run elsewhere), checked now
+            folder = Path(stc.recipe_config[key]).expanduser().resolve()
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"recipe_config.{key} {folder} is not a recognizer folder (config.json "
+                                        "missing): give the earlier stage's <run>/<stage>/recognizer")
+            stc = stc.model_copy(update={"recipe_config": {**stc.recipe_config, key: str(folder)}})
         summaries[stage] = _run_stage(stc, address, callbacks if last else None)
     summary = summaries[stages[-1]]
     if len(stages) > 1:

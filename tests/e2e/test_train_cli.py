@@ -132,3 +132,53 @@ def test_llm_ar_both_stages_through_the_cli_then_evaluate(tmp_path):
     assert '"top1"' in proc.stdout
     proc = run("evaluate", "--checkpoint", runs / "vqvae" / "recognizer", "--data", shards, check=False)
     assert proc.returncode == 2 and "vqvae" in proc.stderr and "<run>/recognizer" in proc.stderr
+
+
+SUGAR_YAML = """
+recipe: sugar
+workers: 1
+recipe_config:
+  knowledge: {knowledge}
+  clip: {{frames: 16}}
+  backbone: {{name_or_path: tiny}}
+  lora: {{r: 4, alpha: 8}}
+  bridge: {{hidden: 32, layers: 1, heads: 2, tokens: 4, segments: 2}}
+  max_new_tokens: 3
+stages:
+  align: {{epochs: 1, max_steps: 2, batch_size: 4}}
+  llm: {{epochs: 1, max_steps: 2, batch_size: 2}}
+"""
+GAIT_KNOWLEDGE = [
+    {"label": "normal", "motion": ["head level; hand swings freely; arm swings opposite the legs; hip rotates "
+                                   "smoothly; leg takes long even steps; foot strikes heel first"],
+     "description": "The person walks with long, even steps and free arm swing."},
+    {"label": "parkinsonian", "motion": ["head bent forward; hand held still; arm barely swings; hip flexed; "
+                                         "leg takes short shuffling steps; foot drags flat"],
+     "description": "The person shuffles forward with short steps, stooped and with little arm swing."},
+]
+
+
+def test_sugar_both_stages_through_the_cli_with_a_users_knowledge_file(tmp_path):
+    """sugar through the shared machinery only: a user's knowledge file for classes the project has none for,
+    the align stage then the TQP + LoRA stage in one `train`, each folder evaluated; no knowledge -> refused
+    before Ray starts."""
+    shards, runs = tmp_path / "shards", tmp_path / "run"
+    run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
+    knowledge = tmp_path / "gait.jsonl"
+    knowledge.write_text("".join(json.dumps(k) + "\n" for k in GAIT_KNOWLEDGE))
+    cfg = tmp_path / "sugar.yaml"
+    cfg.write_text(SUGAR_YAML.format(knowledge=knowledge))
+    bare = run("train", "--recipe", "sugar", "--data", shards, "--output", tmp_path / "x", check=False)
+    assert bare.returncode == 2 and "no knowledge file of the project covers the classes" in bare.stderr
+    assert "actionllm describe" in bare.stderr
+    run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
+    summary = json.loads((runs / "summary.json").read_text())
+    assert set(summary["stages"]) == {"align", "llm"} and summary["metrics"]["step"] == 2
+    align = json.loads((runs / "align" / "recognizer" / "config.json").read_text())
+    assert align["stage"] == "align" and [k["label"] for k in align["knowledge"]] == ["normal", "parkinsonian"]
+    final = json.loads((runs / "recognizer" / "config.json").read_text())
+    assert final["stage"] == "llm" and final["align"]["source"] == str(runs / "align" / "recognizer")
+    assert final["descriptions"]["normal"] == GAIT_KNOWLEDGE[0]["description"]
+    for folder in (runs / "recognizer", runs / "align" / "recognizer"):  # both stages are recognizers
+        proc = run("evaluate", "--checkpoint", folder, "--data", shards)
+        assert '"top1"' in proc.stdout and "chance 0.500" in proc.stderr

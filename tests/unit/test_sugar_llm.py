@@ -68,6 +68,12 @@ def test_stage2_ranks_the_true_class_first_and_generates_its_name(toy, tmp_path)
     named = [g.startswith(CLASSES[int(c)]) for g, c in zip(out["generated"], y, strict=True)]
     assert np.mean(named) >= 0.8, out["generated"]
 
+    # open vocabulary: names given at request time go into [list] and are scored the same way
+    cands = [{"name": "forward kick"}, {"name": "bend"}, {"name": "squat"}]
+    named = rec.predict_windows(windows[:4], candidates=cands)
+    assert named["probabilities"].shape == (4, 3) and np.allclose(named["probabilities"].sum(1), 1, atol=1e-5)
+    assert len(named["generated"]) == 4 and len(rec._candidate_scorers) == 1
+
     saved = rec.save(tmp_path / "rec")
     meta = json.loads((saved / "config.json").read_text())
     assert meta["stage"] == "llm" and meta["bridge"]["kind"] == "tqp"

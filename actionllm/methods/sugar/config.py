@@ -68,7 +68,7 @@ class SugarConfig(RecipeConfig):
     def knowledge_path(self, class_names: list[str]) -> Path:
         """The knowledge file for these classes: `knowledge`, or the first bundled file covering them all."""
         if self.knowledge:
-            return Path(self.knowledge).expanduser()
+            return Path(self.knowledge).expanduser().resolve()  # absolute: Ray's workers run in other folders
         for path in bundled_knowledge().values():
             if set(class_names) <= set(read_knowledge(path)):
                 return path
