@@ -146,6 +146,23 @@ class LabelScorer:
              else torch.ones(len(labels), device=vec.device))
         return (w * -logp.sum(-1)).sum() / (w * ntok).sum()
 
+    def loop_outputs(self, llm, vec: torch.Tensor, labels: torch.Tensor | None, class_weights, training: bool,
+                     targets: list[list[int]] | None = None) -> dict:
+        """What a recognizer's forward returns to the loop. Training: the cross-entropy on the true classes' tokens
+        (teacher forcing; `targets`: other per-class token ids than the names), no logits (generative). Validation
+        (labels given, eval mode): scores over the training classes and their names' NLL. Evaluation and serving
+        (no labels): scores over the eval candidates (the held-out classes of an unseen-class run, else all)."""
+        if training:
+            if labels is None:
+                raise ValueError("training needs labels")
+            return {"loss": self.nll(llm, vec, labels, class_weights, targets=targets), "logits": None}
+        cands = self.train_candidates if labels is not None else self.eval_candidates
+        scores, tok_logp = self.score(llm, vec, cands)
+        out = {"logits": scores}
+        if labels is not None:
+            out["loss"] = self.candidate_nll(tok_logp, labels, cands)
+        return out
+
     def candidate_nll(self, tok_logp: torch.Tensor, labels: torch.Tensor, candidates: list[int]) -> torch.Tensor:
         """Validation loss from `score`'s per-token log-probs: the true names' rows among the candidates."""
         pos = {c: j for j, c in enumerate(candidates)}

@@ -175,18 +175,8 @@ class LLMARRecognizer(LoraRecognizer):
     def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
         self.use_adapter()
         _, vec = self.action_sentence(x)
-        if self.training:  # eq. 13: cross-entropy on the true name's tokens (teacher forcing)
-            if labels is None:
-                raise ValueError("training needs labels")
-            return {"loss": self.scorer.nll(self.llm, vec, labels, class_weights), "logits": None}
-        # validation during training (labels given) scores the training classes; evaluation and serving
-        # (predict_windows) the eval candidates: the held-out classes of an unseen-class run, else all
-        cands = self.scorer.train_candidates if labels is not None else self.scorer.eval_candidates
-        scores, tok_logp = self.scorer.score(self.llm, vec, cands)
-        out = {"logits": scores}
-        if labels is not None:
-            out["loss"] = self.scorer.candidate_nll(tok_logp, labels, cands)
-        return out
+        # training: eq. 13, cross-entropy on the true name's tokens; validation and evaluation: names scored
+        return self.scorer.loop_outputs(self.llm, vec, labels, class_weights, self.training)
 
     def count_tokens(self, batch: dict) -> int:
         prompt = self.scorer.prompt_tokens(batch["x"].shape[2] // 4, self.scorer.train_candidates)

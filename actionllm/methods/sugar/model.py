@@ -296,17 +296,8 @@ class SugarLLMRecognizer(LoraRecognizer):
     def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
         self.use_adapter()
         vec = self.action_tokens(x, body_mask)
-        if self.training:  # eq. 5: cross-entropy on "{label}. {description}" + EOS (teacher forcing)
-            if labels is None:
-                raise ValueError("training needs labels")
-            return {"loss": self.scorer.nll(self.llm, vec, labels, class_weights, targets=self.targets),
-                    "logits": None}
-        cands = self.scorer.train_candidates if labels is not None else self.scorer.eval_candidates
-        scores, tok_logp = self.scorer.score(self.llm, vec, cands)
-        out = {"logits": scores}
-        if labels is not None:
-            out["loss"] = self.scorer.candidate_nll(tok_logp, labels, cands)
-        return out
+        # training: eq. 5, cross-entropy on "{label}. {description}" + EOS; validation and evaluation: names scored
+        return self.scorer.loop_outputs(self.llm, vec, labels, class_weights, self.training, targets=self.targets)
 
     def count_tokens(self, batch: dict) -> int:
         slot = self.bridge.num_tokens(batch["x"].shape[2])
