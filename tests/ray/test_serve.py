@@ -340,7 +340,7 @@ def test_web_page_in_headless_chromium(service, body, tmp_path):
         browser.get(url + "/")
         browser.find_element(By.ID, "key").send_keys(KEY + "\t")  # the service has a key: the page sends it
         wait = WebDriverWait(browser, 120)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 4)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 5)
         Select(browser.find_element(By.ID, "model")).select_by_value("beta")
         browser.find_element(By.ID, "file").send_keys(str(good))
         result = wait.until(lambda b: b.execute_script("return window.lastResult"))
@@ -389,7 +389,7 @@ def test_web_page_sample_shows_the_answer_over_time(service):
         browser.get(url + "/")
         browser.find_element(By.ID, "key").send_keys(KEY + "\t")
         wait = WebDriverWait(browser, 120)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 4)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 5)
         Select(browser.find_element(By.ID, "model")).select_by_value("beta")
         assert not browser.find_element(By.ID, "sample").is_enabled()
         Select(browser.find_element(By.ID, "model")).select_by_value("alpha")
