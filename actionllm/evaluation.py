@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
+from .contract import check_candidates  # noqa: E402
 from .inference import cut, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
 from .skeleton.shards import read_shards  # noqa: E402
@@ -162,16 +163,32 @@ def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:
 
 def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8,
-             classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine") -> dict:
+             classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine",
+             candidates: list[dict] | None = None) -> dict:
     """`checkpoint`: one recognizer folder, or several (an ensemble: `ensemble_scores`; explanations and window
     figures are the first member's). `classes`: evaluate only the sequences of these classes (e.g. the held-out
     ones of an unseen-class run). `rotate`: also evaluate every (3D) sequence rotated by each of these angles
     (degrees) about its vertical (`up`: see skeleton/transforms.py:up_direction) before it is cut into windows
-    -> result["rotated"]."""
+    -> result["rotated"]. `candidates` (open-vocabulary recognizers): answer among these classes, [{"name",
+    "texts"?}], instead of the trained ones; the data's sequences are matched to them by class name (another
+    dataset's classes: the cross-dataset zero-shot protocol), and `classes` picks among the candidates."""
     checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
     members = load_members(checkpoints, device=device)
     rec = members[0]
     window, stride = rec.window, rec.stride
+    names, extra = rec.class_names, {}
+    if candidates is not None:
+        closed = [c for c, m in zip(checkpoints, members, strict=True) if not m.open_vocabulary]
+        if closed:
+            raise ValueError(f"--candidates: {closed[0]} ({rec.recipe}) answers among its trained classes only; "
+                             "candidates need an open-vocabulary recognizer (sugar)")
+        candidates = check_candidates(candidates)
+        if classes:
+            unknown = [c for c in classes if c not in [k["name"] for k in candidates]]
+            if unknown:
+                raise ValueError(f"--classes: {unknown} are not among the candidates")
+            candidates = [k for k in candidates if k["name"] in classes]
+        names, extra = [k["name"] for k in candidates], {"candidates": candidates}
     if rotate and rec.dims != 3:
         raise ValueError(f"--rotate turns 3D skeletons about their vertical; this recognizer reads {rec.dims}D "
                          f"joints (layout {rec.layout!r}), which have no view to rotate")
@@ -180,7 +197,7 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     angles = {f"{a:g}": float(a) for a in rotate or []}
     rotated: dict[str, list[np.ndarray]] = {a: [] for a in angles}
     keep = None
-    if classes:
+    if classes and candidates is None:
         unknown = [c for c in classes if c not in rec.class_names]
         if unknown:
             raise ValueError(f"--classes: {unknown} are not classes of this recognizer ({rec.class_names})")
@@ -191,12 +208,16 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     for seq, _ in read_shards(data, split=split):
         if keep is not None and seq.label not in keep:
             continue
+        if candidates is not None:  # matched by name: the data may be another dataset's
+            if seq.label_name not in names:
+                continue
+            seq = seq.with_(label=names.index(seq.label_name))
         if limit is not None and seen >= limit:
             break
         seen += 1
         if seq.layout != rec.layout:
             raise ValueError(f"{seq.sample_id}: layout {seq.layout!r} but the recognizer reads {rec.layout!r}")
-        outs = [m.predict_windows(cut(seq, m.window, m.stride)[0], batch_size=batch_size) for m in members]
+        outs = [m.predict_windows(cut(seq, m.window, m.stride)[0], batch_size=batch_size, **extra) for m in members]
         for i, o in enumerate(outs):
             member_scores[i].append(sequence_scores(o["probabilities"]))
         scores.append(ensemble_scores([ms[-1] for ms in member_scores]))
@@ -207,38 +228,42 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         for name, angle in angles.items():
             turned = seq.with_(joints=rotate_view(seq.joints, seq.layout, angle, up))
             rotated[name].append(ensemble_scores([
-                sequence_scores(m.predict_windows(cut(turned, m.window, m.stride)[0], batch_size=batch_size)["probabilities"])
+                sequence_scores(m.predict_windows(cut(turned, m.window, m.stride)[0], batch_size=batch_size,
+                                                  **extra)["probabilities"])
                 for m in members]))
         expl.append({"sample_id": seq.sample_id, "label": seq.label,
                      "frame_weights": out["frame_weights"][0].tolist(), "joint_weights": out["joint_weights"][0].tolist()})
     if not labels:
-        raise ValueError(f"{data}: no sequences in split {split!r}")
+        matched = f" of the candidate classes {names}" if candidates is not None else ""
+        raise ValueError(f"{data}: no sequences{matched} in split {split!r}")
     scores_a, labels_a = np.stack(scores), np.asarray(labels)
     result = {"checkpoint": checkpoints[0] if len(members) == 1 else checkpoints, "data": str(data), "split": split,
               "recipe": "+".join(m.recipe for m in members),
-              "window": window, "stride": stride or window, **metrics(scores_a, labels_a, rec.class_names),
-              "window_top1": win_correct / win_total, "windows": win_total, "class_names": rec.class_names}
+              "window": window, "stride": stride or window, **metrics(scores_a, labels_a, names),
+              "window_top1": win_correct / win_total, "windows": win_total, "class_names": names}
     if len(members) > 1:
         result["ensemble"] = {"rule": ENSEMBLE_RULE, "explanations, window_top1": "the first member's",
                               "members": [{"checkpoint": c, "recipe": m.recipe, "window": m.window,
                                            "top1": float((np.stack(ms).argmax(1) == labels_a).mean())}
                                           for c, m, ms in zip(checkpoints, members, member_scores, strict=True)]}
-    candidates = rec.candidates
-    if len(candidates) < len(rec.class_names):  # a recognizer choosing among some classes only (held-out)
-        result["candidates"] = [rec.class_names[i] for i in candidates]
-        result["chance"] = 1.0 / len(candidates)
+    chosen = rec.candidates
+    if candidates is not None:  # classes named for this evaluation (open vocabulary)
+        result["candidates"] = names
+    elif len(chosen) < len(rec.class_names):  # a recognizer choosing among some classes only (held-out)
+        result["candidates"] = [rec.class_names[i] for i in chosen]
+        result["chance"] = 1.0 / len(chosen)
     if classes:
         result["classes"] = list(classes)
     if angles:
-        result["rotated"] = rotated_metrics(rotated, labels_a, rec.class_names)
+        result["rotated"] = rotated_metrics(rotated, labels_a, names)
         result["rotate_up"] = up
     if report:
         folder = Path(report)
         folder.mkdir(parents=True, exist_ok=True)
         conf = np.asarray(result["confusion"])
-        (folder / "confusion.json").write_text(json.dumps({"class_names": rec.class_names, "matrix": conf.tolist()}))
-        plot_confusion(conf, rec.class_names, folder / "confusion.png")
-        pngs = ["confusion.png", *plot_explanations(expl, rec.class_names, out["joint_names"], folder,
+        (folder / "confusion.json").write_text(json.dumps({"class_names": names, "matrix": conf.tolist()}))
+        plot_confusion(conf, names, folder / "confusion.png")
+        pngs = ["confusion.png", *plot_explanations(expl, names, out["joint_names"], folder,
                                                          getattr(rec, "explanation", "attention"))]
         (folder / "explanations.json").write_text(json.dumps({"joint_names": out["joint_names"], "sequences": expl}))
         result["files"] = ["report.json", "confusion.json", "explanations.json", *pngs]

@@ -25,6 +25,10 @@ def evaluate(
                            "direction) or a camera axis x, y, z"),
     fail_under: float = typer.Option(None, min=0.0, max=1.0, help="exit with status 1 when top-1 is below this "
                                      "(a quality gate for scripts and CI; the report is written first)"),
+    candidates: Path = typer.Option(None, help="open-vocabulary recognizers (sugar): answer among these classes "
+                                    "instead of the trained ones -- a knowledge .jsonl (names + their texts) or a "
+                                    "text file of names, one a line; sequences are matched to them by class name, so "
+                                    "the data may be another dataset's (cross-dataset zero-shot)"),
 ) -> None:
     """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
     from actionllm.evaluation import evaluate as run_eval
@@ -36,7 +40,7 @@ def evaluate(
     try:
         result = run_eval([str(c) for c in checkpoint], str(data), split=split, report=str(report) if report else None,
                           limit=limit, classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-                          rotate=angles, up=up)
+                          rotate=angles, up=up, candidates=read_candidates(candidates) if candidates else None)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     if "ensemble" in result:
@@ -58,6 +62,19 @@ def evaluate(
         console.print("  pictures: " + ", ".join(str(report / f) for f in pngs), highlight=False, soft_wrap=True)
     if fail_under is not None and result["top1"] < fail_under:
         fail(f"top-1 {result['top1']:.3f} is below --fail-under {fail_under}", code=1)
+
+
+def read_candidates(path: Path) -> list[dict]:
+    """--candidates FILE: a knowledge .jsonl (methods/sugar/knowledge.py: each class's motion and visual texts) or
+    plain names, one a line (# comments and blank lines skipped)."""
+    if path.suffix == ".jsonl":
+        from actionllm.methods.sugar.knowledge import read_knowledge
+
+        return [{"name": k.label, "texts": list(k.texts)} for k in read_knowledge(path).values()]
+    if not path.is_file():
+        raise FileNotFoundError(f"--candidates {path}: no such file")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [{"name": n} for n in names]
 
 
 @app.command()

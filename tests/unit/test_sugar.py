@@ -241,3 +241,38 @@ def test_missing_knowledge_is_refused_naming_the_classes(tmp_path):
         SugarAlignRecognizer({"knowledge": str(path)}, ["bend", "hop"], "kinect20", 3)
     with pytest.raises(ValueError, match="no knowledge file of the project covers"):
         get_recipe("sugar").config({}).for_data(["hop", "skip"])
+
+
+def test_evaluate_among_candidates_of_another_dataset_matched_by_name(trained, data_root, tmp_path):
+    """The cross-dataset zero-shot path (P2) in miniature: the MSR-trained align recognizer evaluated on UTD-MHAD
+    sequences, answering among UTD classes given by their knowledge texts; sequences are matched by class name."""
+    from actionllm.evaluation import evaluate
+    from actionllm.inference import recognize
+    from actionllm.skeleton.prepare import prepare
+    from actionllm.skeleton.shards import read_shards
+    from cli.evaluate import read_candidates
+
+    reader = get_reader("utd-mhad")(data_root / "utd_mhad_skeleton")
+    picked = ("a22_", "a24_", "a27_")  # jogging, sit to stand, squat
+    subset = [f for f in reader.files() if f.name.startswith(picked) and "_s1_" not in f.name]
+    reader.files = lambda: subset
+    shards = tmp_path / "utd"
+    prepare(reader, shards, "cross-subject", val_fraction=0.0)
+    folder = trained.save(tmp_path / "msr-align")
+    utd = read_candidates(kn.bundled_knowledge()["utd_mhad"])
+    wanted = {"jogging", "sit to stand", "squat", "walking"}  # walking has no sequence here: a distractor
+    candidates = [c for c in utd if c["name"] in wanted]
+    names = [c["name"] for c in candidates]  # the knowledge file's order
+    result = evaluate(str(folder), str(shards), split="test", candidates=candidates)
+    assert set(names) == wanted and result["class_names"] == names and result["candidates"] == names
+    assert result["chance"] == 0.25
+    expected = [s for s, _ in read_shards(shards, split="test")]
+    assert result["sequences"] == len(expected) > 0
+    rec = load_recognizer(folder)
+    right = [recognize(rec, s, candidates=candidates)["label"] == s.label_name for s in expected]
+    assert result["top1"] == pytest.approx(np.mean(right))
+    with pytest.raises(ValueError, match="are not among the candidates"):
+        evaluate(str(folder), str(shards), candidates=candidates, classes=["bend"])
+    stgcn = get_recipe("stgcn").recognizer({}, ["a", "b"], "kinect20", 3).save(tmp_path / "closed")
+    with pytest.raises(ValueError, match="answers among its trained classes only"):
+        evaluate(str(stgcn), str(shards), candidates=candidates)
