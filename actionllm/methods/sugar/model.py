@@ -187,7 +187,7 @@ class SugarAlignRecognizer(RecognizerBase):
             for s in range(0, len(windows), batch_size):
                 batch, _ = clip_batch(windows[s:s + batch_size], self.cfg.clip, self.layout)
                 grid = self.encoder.grid(batch["x"].to(self.bank.emb.device))
-                out.append(self.encoder.embed(self.encoder.sequence(grid, batch["body_mask"])).cpu().numpy())
+                out.append(self.encoder.embed(self.encoder.sequence(grid, batch["body_mask"].to(grid.device))).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.bank.emb.shape[1]), np.float32)
 
     def candidate_bank(self, candidates: list[dict]) -> tuple[list[str], TextBank]:
