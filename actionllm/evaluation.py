@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
 from .contract import check_candidates  # noqa: E402
+from .ensemble import check_members  # noqa: E402
 from .inference import cut, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
 from .skeleton.shards import read_shards  # noqa: E402
@@ -129,28 +130,10 @@ ENSEMBLE_RULE = "sum of the members' sequence probabilities (softmax of each one
 
 
 def load_members(checkpoints: list[str], device: str = "cpu") -> list:
-    """The recognizers of an ensemble; refuses members that disagree on class names (and their order), layout,
-    dimensions or candidate classes, naming the first member and the one that differs."""
+    """The recognizers of an ensemble, checked to recognise the same classes from the same layout."""
     members = [load_recognizer(c, device=device) for c in checkpoints]
-    first = members[0]
-    for path, rec in zip(checkpoints[1:], members[1:], strict=True):
-        for what, a, b in (("class names", first.class_names, rec.class_names), ("layout", first.layout, rec.layout),
-                           ("dims", first.dims, rec.dims), ("candidate classes", first.candidates, rec.candidates)):
-            if a != b:
-                theirs, ours = _difference(a, b)
-                raise ValueError(f"ensemble: {path} has {what} {theirs} but {checkpoints[0]} has {ours} "
-                                 "(members must recognise the same classes, in the same order, from the same layout)")
+    check_members(checkpoints, members)
     return members
-
-
-def _difference(a, b) -> tuple[str, str]:
-    """How b differs from a, briefly: two lists by their lengths or first differing entry, values as they are."""
-    if not isinstance(a, list):
-        return repr(b), repr(a)
-    if len(a) != len(b):
-        return f"{len(b)} entries", f"{len(a)}"
-    i = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-    return f"[{i}] = {b[i]!r}", f"{a[i]!r}"
 
 
 def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, Field
 
 from .contract import RecognizerBase, missing_methods, read_config
+from .ensemble import RECIPE as ENSEMBLE
+from .ensemble import EnsembleRecognizer, load_ensemble
 from .skeleton.augment import AugmentConfig
 
 
@@ -113,12 +115,18 @@ def get_recipe(name: str) -> Recipe:
 def load_recognizer(folder: str | Path, device: str = "cpu", shared: dict | None = None) -> RecognizerBase:
     """Load any recipe's recognizer folder: config.json names the recipe (and stage), the registry its class. An
     earlier stage's folder loads as that stage's recognizer when it is one (SUGAR's align stage classifies by text
-    similarity); otherwise as the final stage's class, which refuses it naming the folder to load instead."""
-    return folder_class(read_config(folder)).load(folder, device=device, shared=shared)
+    similarity); otherwise as the final stage's class, which refuses it naming the folder to load instead. An
+    ensemble folder (`actionllm ensemble`) loads its members this way and joins them."""
+    meta = read_config(folder)
+    if meta["recipe"] == ENSEMBLE:
+        return load_ensemble(Path(folder), meta, load_recognizer, device=device, shared=shared)
+    return folder_class(meta).load(folder, device=device, shared=shared)
 
 
 def folder_class(meta: dict) -> type[RecognizerBase]:
     """The recognizer class that loads a folder with this config.json (see load_recognizer)."""
+    if meta["recipe"] == ENSEMBLE:
+        return EnsembleRecognizer
     recipe = get_recipe(meta["recipe"])
     stage = meta.get("stage")
     if stage in recipe.stages and recipe.recognizer_cls(stage).servable:

@@ -81,11 +81,13 @@ def run(args) -> None:
         train_s = sh(train, log)
         recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])  # <run>/<stage>/...
         evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards),
-                    "--split", "test", "--report", rel(cell / "report")]
+                    "--split", "test", "--report", rel(cell / "report"),
+                    *(["--rotate", args.rotate] if args.rotate else [])]
         eval_s = sh(evaluate, log)
         report = json.loads((cell / "report" / "report.json").read_text())
         summary = json.loads((cell / "run" / "summary.json").read_text())
         rc = json.loads((recognizer / "config.json").read_text())
+        clip = rc["config"].get("clip", {})
         preset = rc["config"].get("preset") or rc["config"].get("encoder", {}).get("preset", "")
         backbone = rc.get("backbone", {}).get("name_or_path") or \
             f"none (ST-GCN {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
@@ -95,6 +97,9 @@ def run(args) -> None:
         row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
                "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
                "chance": report["chance"], "test_sequences": report["sequences"],
+               **({"input": f"{clip.get('modality', 'joint')}, align {clip.get('align', 'none')}"} if clip else {}),
+               **({"rotated": report["rotated"]} if report.get("rotated") else {}),
+               "seconds_per_epoch": round(train_s / (summary["metrics"]["epoch"] + 1), 1),
                "epochs": summary["metrics"]["epoch"] + 1, "steps": summary["metrics"]["step"],
                "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
                "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (prepare, train, evaluate)],
@@ -103,6 +108,43 @@ def run(args) -> None:
         ROWS.mkdir(parents=True, exist_ok=True)
         (ROWS / f"{cell.name}.json").write_text(json.dumps(row, indent=2) + "\n")
         print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
+
+
+def ensemble(args) -> None:
+    """Several finished cells (e.g. the four streams of one recipe) -> `actionllm evaluate` with one --checkpoint
+    per cell (the sum of their probabilities) -> a row named --name."""
+    cells = [Path(args.work) / c for c in args.cells.split(",")]
+    rows = [json.loads((c / "row.json").read_text()) for c in cells]
+    ds = rows[0]["dataset"]
+    if any(r["dataset"] != ds for r in rows):
+        raise SystemExit(f"the cells hold different datasets: {[r['dataset'] for r in rows]}")
+    out = Path(args.work) / f"{args.name}-{ds}"
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    log.write_text("")
+    members = [Path(json.loads((c / "run" / "summary.json").read_text())["recognizer"]) for c in cells]
+    evaluate = [str(BIN), "evaluate", *[a for m in members for a in ("--checkpoint", rel(m))], "--data",
+                rel(Path(args.work) / "shards" / ds), "--split", "test", "--report", rel(out / "report"),
+                *(["--rotate", args.rotate] if args.rotate else [])]
+    eval_s = sh(evaluate, log)
+    report = json.loads((out / "report" / "report.json").read_text())
+    row = {"dataset": ds, "protocol": rows[0]["protocol"], "split": rows[0]["split"], "recipe": args.name,
+           "backbone": " + ".join(r["backbone"] for r in rows) if len({r["backbone"] for r in rows}) > 1
+           else f"{len(rows)} x {rows[0]['backbone']}",
+           "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
+           "chance": report["chance"], "test_sequences": report["sequences"],
+           "input": " + ".join(r.get("input", "?") for r in rows),
+           **({"rotated": report["rotated"]} if report.get("rotated") else {}),
+           "members": [{"cell": c.name, "top1": r["top1"]} for c, r in zip(cells, rows)],
+           "epochs": rows[0]["epochs"], "steps": sum(r["steps"] for r in rows),
+           "train_s": round(sum(r["train_s"] for r in rows), 1), "eval_s": round(eval_s, 1), "machine": machine(),
+           "commands": [c for r in rows for c in r["commands"][1:2]]
+           + [shlex.join(evaluate).replace(str(BIN), "actionllm")],
+           "note": "the sum of the members' sequence probabilities; train wall = the members' total",
+           "date": time.strftime("%Y-%m-%d")}
+    (out / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+    (ROWS / f"{out.name}.json").write_text(json.dumps(row, indent=2) + "\n")
+    print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1")}), flush=True)
 
 
 def table(args) -> None:
@@ -143,12 +185,18 @@ def main() -> None:
     r.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     r.add_argument("--work", default="runs/results")
     r.add_argument("--name", default=None, help="cell name prefix (default: the recipe)")
+    r.add_argument("--rotate", default=None, help="also evaluate the test set rotated by these angles (0,30,60,90)")
     r.add_argument("extra", nargs="*", help="extra `actionllm train` flags after --")
+    e = sub.add_parser("ensemble", help="evaluate finished cells together (sum of their probabilities)")
+    e.add_argument("--cells", required=True, help="comma-separated cell folders under --work (one dataset)")
+    e.add_argument("--name", required=True, help="the row's recipe name, e.g. 'stgcn 4-stream'")
+    e.add_argument("--work", default="runs/results")
+    e.add_argument("--rotate", default=None)
     t = sub.add_parser("table", help="render the table from row.json files")
     t.add_argument("--rows", default=str(ROWS), help="folder of row JSONs")
     t.add_argument("--output", default="docs/results.md")
     args = p.parse_args()
-    run(args) if args.cmd == "run" else table(args)
+    {"run": run, "ensemble": ensemble, "table": table}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Evaluation commands: evaluate (a shard split -> report) and predict (local files, no server, no Ray)."""
+"""Evaluation commands: evaluate (a shard split -> report), predict (local files, no server, no Ray) and ensemble
+(several recognizer folders joined into one)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,22 @@ def predict(
     out.print_json(data=results)
 
 
+
+
+@app.command()
+def ensemble(
+    member: list[Path] = typer.Option(..., help="a recognizer folder; give two or more (e.g. the joint, bone, "
+                                      "joint-motion and bone-motion streams of one recipe)"),
+    output: Path = typer.Option(..., help="the ensemble's folder (new): evaluate, predict and serve it as any other"),
+) -> None:
+    """Join trained recognizers into one folder that fuses them (mean of their window probabilities, PYSKL's
+    multi-stream fusion): they must recognise the same classes, in the same order, from the same layout, and cut
+    sequences into the same windows. The members' folders are copied in."""
+    from actionllm.ensemble import write_ensemble
+    from actionllm.methods import load_recognizer
+
+    try:
+        folder = write_ensemble(member, output, load_recognizer)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        fail(str(err))
+    console.print(f"ensemble of {len(member)} recognizers: {folder}", highlight=False, soft_wrap=True)

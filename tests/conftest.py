@@ -103,6 +103,23 @@ def tiny_sugar(tmp_path_factory, data_root) -> Path:
     return rec.save(tmp_path_factory.mktemp("recognizers") / "sugar")
 
 
+@pytest.fixture(scope="session")
+def tiny_ensemble(tmp_path_factory, data_root) -> Path:
+    """An ensemble folder (`actionllm ensemble`) of two GCN recognizers for MSR Action3D: a joint-stream ST-GCN and
+    a bone-stream CTR-GCN (random weights, whole sequences)."""
+    from actionllm.ensemble import write_ensemble
+    from actionllm.methods import load_recognizer
+    from actionllm.methods.ctrgcn.model import CTRGCNRecognizer
+    from actionllm.methods.stgcn.model import STGCNRecognizer
+    from actionllm.skeleton.formats import get_reader
+
+    classes = get_reader("msr-action3d")(data_root / "msr_action3d").class_names
+    root = tmp_path_factory.mktemp("recognizers")
+    joint = STGCNRecognizer({"clip": {"frames": 16}}, classes, "kinect20", 3, seed=6).save(root / "joint")
+    bone = CTRGCNRecognizer({"clip": {"frames": 16, "modality": "bone"}}, classes, "kinect20", 3, seed=7)
+    return write_ensemble([joint, bone.save(root / "bone")], root / "streams", load_recognizer)
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (for a service under test)."""
     import socket

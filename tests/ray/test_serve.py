@@ -33,7 +33,7 @@ def metric(text: str, name: str, **labels) -> float:
 
 
 @pytest.fixture(scope="module")
-def service(ray_local, tiny_recognizers, tiny_llm_ar, tiny_sugar, monkeypatch_module):
+def service(ray_local, tiny_recognizers, tiny_llm_ar, tiny_sugar, tiny_ensemble, monkeypatch_module):
     from ray import serve
 
     from services.app import ServeConfig, build_app
@@ -42,7 +42,8 @@ def service(ray_local, tiny_recognizers, tiny_llm_ar, tiny_sugar, monkeypatch_mo
     port = free_port()
     cfg = ServeConfig.model_validate({
         "models": [*({"name": n, "path": str(p)} for n, p in tiny_recognizers.items()),
-                   {"name": "llmar", "path": str(tiny_llm_ar)}, {"name": "sugar", "path": str(tiny_sugar)}],
+                   {"name": "llmar", "path": str(tiny_llm_ar)}, {"name": "sugar", "path": str(tiny_sugar)},
+                   {"name": "streams", "path": str(tiny_ensemble)}],
         "max_models_per_replica": 2, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "num_cpus": 0.5,
         "max_frames": 500, "max_body_bytes": 1 << 20,
         "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
@@ -109,8 +110,8 @@ def test_valid_request_every_field_and_same_answer_as_in_process(service, body, 
 def test_models_healthz_docs(service):
     url, _ = service
     models = httpx.get(f"{url}/v1/models", headers=AUTH).json()
-    assert [m["name"] for m in models] == ["alpha", "beta", "gamma", "llmar", "sugar"]
-    assert [m["open_vocabulary"] for m in models] == [False] * 4 + [True]
+    assert [m["name"] for m in models] == ["alpha", "beta", "gamma", "llmar", "sugar", "streams"]
+    assert [m["open_vocabulary"] for m in models] == [False] * 4 + [True, False]
     assert models[0]["window"] == 12 and models[0]["stride"] == 6 and models[0]["layout"] == "kinect20"
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/docs").status_code == 200
@@ -340,7 +341,7 @@ def test_web_page_in_headless_chromium(service, body, tmp_path):
         browser.get(url + "/")
         browser.find_element(By.ID, "key").send_keys(KEY + "\t")  # the service has a key: the page sends it
         wait = WebDriverWait(browser, 120)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 5)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 6)
         Select(browser.find_element(By.ID, "model")).select_by_value("beta")
         browser.find_element(By.ID, "file").send_keys(str(good))
         result = wait.until(lambda b: b.execute_script("return window.lastResult"))
@@ -389,7 +390,7 @@ def test_web_page_sample_shows_the_answer_over_time(service):
         browser.get(url + "/")
         browser.find_element(By.ID, "key").send_keys(KEY + "\t")
         wait = WebDriverWait(browser, 120)
-        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 5)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 6)
         Select(browser.find_element(By.ID, "model")).select_by_value("beta")
         assert not browser.find_element(By.ID, "sample").is_enabled()
         Select(browser.find_element(By.ID, "model")).select_by_value("alpha")
@@ -422,6 +423,31 @@ def test_llm_ar_recognizer_is_served_with_no_code_of_its_own(service, body, tiny
     assert a["label"] == local["label"] and a["windows"][0]["generated"] == local["windows"][0]["generated"]
     np.testing.assert_allclose([a["probabilities"][c] for c in local["probabilities"]],
                                list(local["probabilities"].values()), atol=1e-4)
+
+
+def test_an_ensemble_folder_is_served_like_any_recognizer(service, body, tiny_ensemble):
+    """Two GCN streams joined by `actionllm ensemble`: one model of the service, whose answer is the mean of its
+    members' probabilities, equal to the in-process one; it answers among its trained classes only."""
+    from actionllm.inference import recognize
+    from actionllm.methods import load_recognizer
+
+    url, _ = service
+    payload, seq = body
+    info = {m["name"]: m for m in httpx.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()}["streams"]
+    assert info["recipe"] == "ensemble" and info["window"] is None and not info["open_vocabulary"]
+    r = post(url, {**payload, "model": "streams"})
+    assert r.status_code == 200, r.text
+    served = r.json()
+    ens = load_recognizer(tiny_ensemble)
+    local = recognize(ens, seq)
+    members = [recognize(m, seq)["probabilities"] for m in ens.members]
+    assert served["label"] == local["label"] and len(served["windows"]) == 1
+    for c in local["probabilities"]:
+        mean = (members[0][c] + members[1][c]) / 2
+        assert served["probabilities"][c] == pytest.approx(local["probabilities"][c], abs=1e-5)
+        assert local["probabilities"][c] == pytest.approx(mean, abs=1e-5)
+    r = post(url, {**payload, "model": "streams", "candidates": [{"name": "jump"}, {"name": "bow"}]})
+    assert r.status_code == 422 and r.json()["field"] == "candidates"
 
 
 def test_open_vocabulary_candidates_over_http(service, body, tiny_sugar):

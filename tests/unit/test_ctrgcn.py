@@ -1,8 +1,11 @@
 """CTR-GCN: shapes (2D/3D, 1-2 bodies), per-channel refined topologies, the paper's size, a short run on real MSR
 clips that beats chance, the folder round trip; and the ensemble evaluation (scores = sum of the members'
-probabilities, mismatched members refused)."""
+probabilities, mismatched members refused; an ensemble folder from `actionllm ensemble`)."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,8 @@ from actionllm.skeleton.formats import get_reader
 from actionllm.skeleton.layouts import get_layout
 from actionllm.skeleton.shards import read_shards, write_shards
 from training.config import TrainConfig
+
+ACTIONLLM = str(Path(sys.executable).with_name("actionllm"))
 
 
 @pytest.mark.parametrize("layout,dims,bodies", [("kinect20", 3, 1), ("coco17", 2, 2), ("ntu25", 3, 2)])
@@ -198,3 +203,43 @@ def test_ensemble_refuses_mismatched_members(msr_shards, tmp_path):
     layout = CTRGCNRecognizer({"clip": {"frames": 8}}, names, "ntu25", 3).save(tmp_path / "layout")
     with pytest.raises(ValueError, match=r"ensemble: .*layout has layout 'ntu25' but .* has 'kinect20'"):
         evaluate([str(a), str(layout)], str(data))
+
+
+def test_an_ensemble_folder_evaluates_as_the_multi_checkpoint_ensemble(msr_shards, tmp_path):
+    """`actionllm ensemble` joins whole-sequence members into one folder; it evaluates to the same top-1 and
+    confusion as `evaluate --checkpoint A --checkpoint B` (the mean of the probabilities, i.e. their sum / 2)."""
+    data, names = msr_shards
+    a = randomised(CTRGCNRecognizer({"clip": {"frames": 8}}, names, "kinect20", 3, seed=1), 1).save(tmp_path / "a")
+    b = randomised(STGCNRecognizer({"clip": {"frames": 8, "modality": "bone"}}, names, "kinect20", 3, seed=2),
+                   2).save(tmp_path / "b")
+    proc = subprocess.run([ACTIONLLM, "ensemble", "--member", str(a), "--member", str(b), "--output",
+                           str(tmp_path / "ens")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "ens"
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["recipe"] == "ensemble" and meta["member_recipes"] == ["ctrgcn", "stgcn"]
+    assert (folder / meta["config"]["members"][1] / "config.json").is_file()  # the members travel with it
+    joined, separate = evaluate(str(folder), str(data)), evaluate([str(a), str(b)], str(data))
+    assert joined["recipe"] == "ensemble" and joined["confusion"] == separate["confusion"]
+    assert joined["top1"] == separate["top1"]
+    ens = load_recognizer(folder)
+    seq = next(iter(read_shards(data, split="test")))[0]
+    wins = cut(seq, ens.window, ens.stride)[0]
+    expected = np.mean([m.predict_windows(wins)["probabilities"] for m in ens.members], axis=0)
+    np.testing.assert_allclose(ens.predict_windows(wins)["probabilities"], expected, rtol=1e-5)
+    again = subprocess.run([ACTIONLLM, "ensemble", "--member", str(a), "--member", str(b), "--output", str(folder)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+
+
+def test_an_ensemble_folder_refuses_members_that_cut_differently(msr_shards, tmp_path):
+    from actionllm.ensemble import write_ensemble
+
+    _, names = msr_shards
+    a = CTRGCNRecognizer({"clip": {"frames": 8}}, names, "kinect20", 3).save(tmp_path / "a")
+    b = STGCNRecognizer({"clip": {"frames": 8, "window": 20, "stride": 10}}, names, "kinect20", 3).save(tmp_path / "b")
+    with pytest.raises(ValueError, match=r"ensemble: .*/b has window 20 but .*/a has None .*same windows"):
+        write_ensemble([a, b], tmp_path / "ens", load_recognizer)
+    assert not (tmp_path / "ens").exists()  # nothing written
+    with pytest.raises(ValueError, match="at least two members"):
+        write_ensemble([a], tmp_path / "one", load_recognizer)
