@@ -135,7 +135,7 @@ def ensemble(args) -> None:
            "chance": report["chance"], "test_sequences": report["sequences"],
            "input": " + ".join(r.get("input", "?") for r in rows),
            **({"rotated": report["rotated"]} if report.get("rotated") else {}),
-           "members": [{"cell": c.name, "top1": r["top1"]} for c, r in zip(cells, rows)],
+           "members": [{"cell": c.name, "top1": r["top1"]} for c, r in zip(cells, rows, strict=True)],
            "epochs": rows[0]["epochs"], "steps": sum(r["steps"] for r in rows),
            "train_s": round(sum(r["train_s"] for r in rows), 1), "eval_s": round(eval_s, 1), "machine": machine(),
            "commands": [c for r in rows for c in r["commands"][1:2]]

@@ -61,6 +61,20 @@ def test_refined_topology_differs_per_channel_and_per_sample():
     torch.testing.assert_close(r[:, 0], gcn.A[0] + 0.5 * q)  # R = A + alpha * Q
 
 
+def test_the_fused_graph_unit_equals_the_sum_over_subsets():
+    """CTRGraphConv.forward computes every subset at once; it must equal the paper's sum of CTR-GC_k."""
+    rec = CTRGCNRecognizer({"clip": {"frames": 16}}, ["a", "b"], "kinect20", 3).eval()
+    for block in (rec.net.blocks[0], rec.net.blocks[2]):  # the input block (C_in 3, 8 correlation channels) and one
+        gcn = block.gcn
+        x = torch.randn(2, gcn.subsets[0].transform.in_channels, 16, 20)
+        with torch.no_grad():
+            gcn.alpha.fill_(0.7)
+            torch.nn.init.normal_(gcn.bn.weight)
+            summed = sum(g(x, a, gcn.alpha) for g, a in zip(gcn.subsets, gcn.A, strict=True))
+            expected = torch.relu(gcn.bn(summed) + gcn.down(x))
+            torch.testing.assert_close(gcn(x), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_standard_preset_is_the_papers_ten_blocks_and_size():
     rec = CTRGCNRecognizer({"preset": "standard"}, ["a"] * 60, "ntu25", 3)
     assert len(rec.net.blocks) == 10
