@@ -276,3 +276,23 @@ def test_evaluate_among_candidates_of_another_dataset_matched_by_name(trained, d
     stgcn = get_recipe("stgcn").recognizer({}, ["a", "b"], "kinect20", 3).save(tmp_path / "closed")
     with pytest.raises(ValueError, match="answers among its trained classes only"):
         evaluate(str(stgcn), str(shards), candidates=candidates)
+
+
+def test_tsne_map_of_test_embeddings(trained, data_root, tmp_path):
+    """Fig. 5's figure: the test subjects' sequence embeddings and the class texts on a t-SNE map, with the classes'
+    silhouette; the trained encoder separates the classes better than the same encoder untrained."""
+    from actionllm.methods.sugar.tsne import tsne_map
+    from actionllm.skeleton.shards import write_shards
+
+    reader = get_reader("msr-action3d")(data_root / "msr_action3d")
+    seqs = [s.with_(label=CLASSES.index(s.label_name)) for f in reader.files() for s in reader.read_file(f)
+            if s.label_name in CLASSES and int(s.subject) % 2 == 0]
+    write_shards(seqs, tmp_path / "shards", split="test")
+    out = tsne_map(trained, str(tmp_path / "shards"), tmp_path / "tsne.png", perplexity=10)
+    assert (tmp_path / "tsne.png").stat().st_size > 0 and out["sequences"] == len(seqs) == len(out["points"])
+    assert {p["label"] for p in out["points"]} == set(CLASSES)
+    assert json.loads((tmp_path / "tsne.json").read_text())["silhouette_cosine"] == out["silhouette_cosine"]
+    untrained = SugarAlignRecognizer({"clip": {"frames": 16}}, list(CLASSES), "kinect20", 3, seed=0).eval()
+    before = tsne_map(untrained, str(tmp_path / "shards"), tmp_path / "before.png", perplexity=10)
+    assert out["silhouette_cosine"] > before["silhouette_cosine"] + 0.05, (out["silhouette_cosine"],
+                                                                          before["silhouette_cosine"])
