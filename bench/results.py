@@ -82,7 +82,8 @@ def run(args) -> None:
         recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])  # <run>/<stage>/...
         evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards),
                     "--split", "test", "--report", rel(cell / "report"),
-                    *(["--rotate", args.rotate] if args.rotate else [])]
+                    *(["--rotate", args.rotate] if args.rotate else []),
+                    *shlex.split(args.evaluate_flags or "")]
         eval_s = sh(evaluate, log)
         report = json.loads((cell / "report" / "report.json").read_text())
         summary = json.loads((cell / "run" / "summary.json").read_text())
@@ -99,6 +100,8 @@ def run(args) -> None:
                "chance": report["chance"], "test_sequences": report["sequences"],
                **({"input": f"{clip.get('modality', 'joint')}, align {clip.get('align', 'none')}"} if clip else {}),
                **({"rotated": report["rotated"]} if report.get("rotated") else {}),
+               **({"classes": report["classes"]} if report.get("classes") else {}),
+               **({"candidates": report["candidates"]} if report.get("candidates") else {}),
                "seconds_per_epoch": round(train_s / (summary["metrics"]["epoch"] + 1), 1),
                "epochs": summary["metrics"]["epoch"] + 1, "steps": summary["metrics"]["step"],
                "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
@@ -147,6 +150,43 @@ def ensemble(args) -> None:
     print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1")}), flush=True)
 
 
+def evaluate_cell(args) -> None:
+    """A finished cell's recognizer evaluated on another dataset's test split (e.g. SUGAR's cross-dataset zero-shot:
+    trained on UTD-MHAD, answering among MSR Action3D's classes) -> a row named --name."""
+    cell = Path(args.work) / args.cell
+    trained = json.loads((cell / "row.json").read_text())
+    fmt, folder, protocol, split_text = DATASETS[args.dataset]
+    shards = Path(args.work) / "shards" / args.dataset
+    out = Path(args.work) / f"{args.name}-{args.dataset}"
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    log.write_text("")
+    prepare = [str(BIN), "prepare", "--format", fmt, "--input", str(Path(args.data_root) / folder), "--output",
+               rel(shards), "--protocol", protocol]
+    if not (shards / "manifest.json").is_file():
+        sh(prepare, log)
+    recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])
+    evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards), "--split", "test",
+                "--report", rel(out / "report"), *shlex.split(args.evaluate_flags or "")]
+    eval_s = sh(evaluate, log)
+    report = json.loads((out / "report" / "report.json").read_text())
+    row = {"dataset": args.dataset, "protocol": f"trained on {trained['dataset']} ({trained['protocol']})",
+           "split": split_text, "recipe": args.name, "backbone": trained["backbone"], "top1": report["top1"],
+           "top5": report["top5"], "macro_f1": report["macro_f1"], "chance": report["chance"],
+           "test_sequences": report["sequences"],
+           **({"classes": report["classes"]} if report.get("classes") else {}),
+           **({"candidates": report["candidates"]} if report.get("candidates") else {}),
+           "epochs": trained["epochs"], "steps": trained["steps"], "train_s": trained["train_s"],
+           "eval_s": round(eval_s, 1), "machine": machine(),
+           "commands": trained["commands"][:2] + [shlex.join(c).replace(str(BIN), "actionllm") for c in
+                                                  (prepare, evaluate)],
+           "note": f"the recognizer of {trained['recipe']} on {trained['dataset']}, evaluated on this dataset",
+           "date": time.strftime("%Y-%m-%d")}
+    (out / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+    (ROWS / f"{out.name}.json").write_text(json.dumps(row, indent=2) + "\n")
+    print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "chance")}), flush=True)
+
+
 def table(args) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(Path(args.rows).glob("*.json"))]
     order = list(DATASETS)
@@ -154,7 +194,8 @@ def table(args) -> None:
     lines = ["| dataset | protocol | recipe | backbone | top-1 | macro-F1 | top-5 | chance | epochs | train wall | "
              "hardware |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} ({r['test_sequences']} test seq.) | {r['protocol']} | {r['recipe']} | "
+        recipe = f"{r['recipe']} ({r['input']})" if r.get("input") else r["recipe"]
+        lines.append(f"| {r['dataset']} ({r['test_sequences']} test seq.) | {r['protocol']} | {recipe} | "
                      f"{r['backbone']} | **{100 * r['top1']:.1f}** | {100 * r['macro_f1']:.1f} | "
                      f"{100 * r['top5']:.1f} | {100 * r['chance']:.1f} | {r['epochs']} | "
                      f"{r['train_s'] / 60:.1f} min | {r['machine']} |")
@@ -163,6 +204,19 @@ def table(args) -> None:
         note = f" {r['note']}." if r.get("note") else ""
         cmds += [f"**{r['dataset']} / {r['recipe']}** ({r['date']}; split: {r['split']}).{note}", "```bash",
                  *r["commands"], "```", ""]
+    rotated = [r for r in rows if r.get("rotated")]
+    if rotated:
+        angles = sorted({a for r in rotated for a in r["rotated"]}, key=float)
+        cmds += ["## Rotated-view evaluation", "", "Top-1 with every test sequence turned about its vertical by each "
+                 "angle before it is cut (`actionllm evaluate --rotate`), and the drop from 0 to the largest angle.",
+                 "", "| dataset | recipe | " + " | ".join(f"{a} deg" for a in angles) + " | drop |",
+                 "|---|---|" + "---|" * (len(angles) + 1)]
+        for r in rotated:
+            tops = [100 * r["rotated"][a]["top1"] if a in r["rotated"] else None for a in angles]
+            recipe = f"{r['recipe']} ({r['input']})" if r.get("input") else r["recipe"]
+            cmds.append(f"| {r['dataset']} | {recipe} | " + " | ".join("" if t is None else f"{t:.1f}" for t in tops)
+                        + f" | {tops[0] - tops[-1]:.1f} |")
+        cmds.append("")
     head = ["# Results", "", "Sequence-level scores on each dataset's test split. Rows: `docs/results/rows/*.json`, "
             "written by `python bench/results.py run`; this file and the README table by "
             "`python bench/results.py table`.", ""]
@@ -186,17 +240,26 @@ def main() -> None:
     r.add_argument("--work", default="runs/results")
     r.add_argument("--name", default=None, help="cell name prefix (default: the recipe)")
     r.add_argument("--rotate", default=None, help="also evaluate the test set rotated by these angles (0,30,60,90)")
+    r.add_argument("--evaluate-flags", default=None, help="more `actionllm evaluate` flags, one string (e.g. "
+                   "'--classes \"a,b\"' for an unseen-class run, '--candidates K.jsonl' for a cross-dataset one)")
     r.add_argument("extra", nargs="*", help="extra `actionllm train` flags after --")
     e = sub.add_parser("ensemble", help="evaluate finished cells together (sum of their probabilities)")
     e.add_argument("--cells", required=True, help="comma-separated cell folders under --work (one dataset)")
     e.add_argument("--name", required=True, help="the row's recipe name, e.g. 'stgcn 4-stream'")
     e.add_argument("--work", default="runs/results")
     e.add_argument("--rotate", default=None)
+    c = sub.add_parser("evaluate", help="evaluate a finished cell's recognizer on another dataset")
+    c.add_argument("--cell", required=True, help="the trained cell's folder under --work")
+    c.add_argument("--dataset", required=True, help=f"the dataset to evaluate on: {', '.join(DATASETS)}")
+    c.add_argument("--name", required=True, help="the row's recipe name")
+    c.add_argument("--work", default="runs/results")
+    c.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    c.add_argument("--evaluate-flags", default=None, help="more `actionllm evaluate` flags, one string")
     t = sub.add_parser("table", help="render the table from row.json files")
     t.add_argument("--rows", default=str(ROWS), help="folder of row JSONs")
     t.add_argument("--output", default="docs/results.md")
     args = p.parse_args()
-    {"run": run, "ensemble": ensemble, "table": table}[args.cmd](args)
+    {"run": run, "ensemble": ensemble, "evaluate": evaluate_cell, "table": table}[args.cmd](args)
 
 
 if __name__ == "__main__":
