@@ -58,6 +58,11 @@ def sh(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
+def input_text(clip: dict) -> str:
+    """A recognizer's clip preprocessing in a few words (the results table's input column)."""
+    return f"{clip.get('modality', 'joint')}, align {clip.get('align', 'none')}, centre {clip.get('centre', 'frame')}"
+
+
 def rel(path: Path) -> str:
     return os.path.relpath(path.resolve(), ROOT)
 
@@ -98,7 +103,7 @@ def run(args) -> None:
         row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
                "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
                "chance": report["chance"], "test_sequences": report["sequences"],
-               **({"input": f"{clip.get('modality', 'joint')}, align {clip.get('align', 'none')}"} if clip else {}),
+               **({"input": input_text(clip)} if clip else {}),
                **({"rotated": report["rotated"]} if report.get("rotated") else {}),
                **({"classes": report["classes"]} if report.get("classes") else {}),
                **({"candidates": report["candidates"]} if report.get("candidates") else {}),
