@@ -67,20 +67,33 @@ def rel(path: Path) -> str:
     return os.path.relpath(path.resolve(), ROOT)
 
 
+def new_cell(cell: Path) -> Path:
+    """A cell's folder, with its log emptied."""
+    cell.mkdir(parents=True, exist_ok=True)
+    log = cell / "log.txt"
+    log.write_text("")
+    return log
+
+
+def shards_of(ds: str, args, log: Path) -> tuple[Path, list[str]]:
+    """The dataset's shard folder under --work (prepared once) and the `actionllm prepare` command that makes it."""
+    fmt, folder, protocol, _ = DATASETS[ds]
+    shards = Path(args.work) / "shards" / ds
+    prepare = [str(BIN), "prepare", "--format", fmt, "--input", str(Path(args.data_root) / folder), "--output",
+               rel(shards), "--protocol", protocol]
+    if not (shards / "manifest.json").is_file():
+        sh(prepare, log)
+    return shards, prepare
+
+
 def run(args) -> None:
     cfg = yaml.safe_load(Path(args.recipe_config).read_text())
     recipe = cfg.get("recipe", "joints-llm")
     for ds in args.datasets.split(","):
-        fmt, folder, protocol, split_text = DATASETS[ds]
-        shards = Path(args.work) / "shards" / ds
+        _, _, protocol, split_text = DATASETS[ds]
         cell = Path(args.work) / f"{args.name or recipe}-{ds}"
-        cell.mkdir(parents=True, exist_ok=True)
-        log = cell / "log.txt"
-        log.write_text("")
-        prepare = [str(BIN), "prepare", "--format", fmt, "--input", str(Path(args.data_root) / folder), "--output",
-                   rel(shards), "--protocol", protocol]
-        if not (shards / "manifest.json").is_file():
-            sh(prepare, log)
+        log = new_cell(cell)
+        shards, prepare = shards_of(ds, args, log)
         train = [str(BIN), "train", "--config", rel(Path(args.recipe_config)), "--data", rel(shards),
                  "--output", rel(cell / "run"), *args.extra]
         train_s = sh(train, log)
@@ -127,9 +140,7 @@ def ensemble(args) -> None:
     if any(r["dataset"] != ds for r in rows):
         raise SystemExit(f"the cells hold different datasets: {[r['dataset'] for r in rows]}")
     out = Path(args.work) / f"{args.name}-{ds}"
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "log.txt"
-    log.write_text("")
+    log = new_cell(out)
     members = [Path(json.loads((c / "run" / "summary.json").read_text())["recognizer"]) for c in cells]
     evaluate = [str(BIN), "evaluate", *[a for m in members for a in ("--checkpoint", rel(m))], "--data",
                 rel(Path(args.work) / "shards" / ds), "--split", "test", "--report", rel(out / "report"),
@@ -160,16 +171,10 @@ def evaluate_cell(args) -> None:
     trained on UTD-MHAD, answering among MSR Action3D's classes) -> a row named --name."""
     cell = Path(args.work) / args.cell
     trained = json.loads((cell / "row.json").read_text())
-    fmt, folder, protocol, split_text = DATASETS[args.dataset]
-    shards = Path(args.work) / "shards" / args.dataset
+    split_text = DATASETS[args.dataset][3]
     out = Path(args.work) / f"{args.name}-{args.dataset}"
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "log.txt"
-    log.write_text("")
-    prepare = [str(BIN), "prepare", "--format", fmt, "--input", str(Path(args.data_root) / folder), "--output",
-               rel(shards), "--protocol", protocol]
-    if not (shards / "manifest.json").is_file():
-        sh(prepare, log)
+    log = new_cell(out)
+    shards, prepare = shards_of(args.dataset, args, log)
     recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])
     evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards), "--split", "test",
                 "--report", rel(out / "report"), *shlex.split(args.evaluate_flags or "")]
