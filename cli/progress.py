@@ -127,7 +127,8 @@ class TrainProgress:
             self.bar.update(self.task, completed=done, info=info)
         elif kind == "epoch":
             self.epochs.append(rec)
-            keys = [k for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_s", "epoch_s")
+            keys = [k for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples_per_s", "epoch_s",
+                                "data_s")
                     if k in rec]
             self.bar.console.print(f"{stage}epoch {rec['epoch'] + 1}: " + "  ".join(f"{k} {_fmt(rec[k])}" for k in keys),
                                    highlight=False)

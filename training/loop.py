@@ -41,6 +41,22 @@ class RecipeCollate(NumpyBatchCollateFn):
         return self.fn(batch)
 
 
+def timed(batches, clock: dict):
+    """The batches of an iterator, with the time spent waiting for each added to clock["data_s"] and the wait for
+    the first one kept in clock["first_batch_s"] (the pipeline's start-up each epoch)."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        wait = time.perf_counter() - t
+        clock.setdefault("first_batch_s", wait)
+        clock["data_s"] = clock.get("data_s", 0.0) + wait
+        yield batch
+
+
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -179,9 +195,11 @@ def train_loop_per_worker(config: dict) -> None:
         epoch_start_step = step
         run_loss, run_correct, run_n, stats = 0.0, 0.0, 0, {}
         step_loss, step_n = 0.0, 0  # this optimiser step's windows (its grad_accum micro-batches), on this rank
-        for batch in train_shard.iter_torch_batches(batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer or None,
-                                                    local_shuffle_seed=tc.seed + epoch,
-                                                    collate_fn=RecipeCollate(collate_fn)):
+        clock: dict[str, float] = {}  # where the epoch's time went (rank 0's view): waiting for data, validating
+        for batch in timed(train_shard.iter_torch_batches(batch_size=tc.batch_size,
+                                                          local_shuffle_buffer_size=tc.shuffle_buffer or None,
+                                                          local_shuffle_seed=tc.seed + epoch,
+                                                          collate_fn=RecipeCollate(collate_fn)), clock):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast:
                 out = model(**batch, class_weights=cw)
@@ -231,13 +249,21 @@ def train_loop_per_worker(config: dict) -> None:
         if stats:
             metrics.update({f"train_{k}": v for k, v in _unwrap(model).summarise(_reduce_stats(stats)).items()})
         last = epoch == tc.epochs - 1 or step >= total_steps
+        metrics.update({k: v for k, v in clock.items()})  # first_batch_s, data_s: inside epoch_s
         if last or (epoch + 1) % tc.eval_every == 0:
+            t_val = time.perf_counter()
             metrics.update(evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device))
+            metrics["val_s"] = time.perf_counter() - t_val
         if rank == 0:
             log.info(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                                for k, v in metrics.items()}))
             with log_path.open("a") as f:
                 f.write(json.dumps({"kind": "epoch", **metrics}) + "\n")
+        t_ckpt = time.perf_counter()
         save_checkpoint(_unwrap(model), opt, sched, epoch, step, metrics, rank)
+        if rank == 0:  # the checkpoint's write and report: between this epoch's end and the next one's start
+            with log_path.open("a") as f:
+                f.write(json.dumps({"kind": "checkpoint", "epoch": epoch,
+                                    "checkpoint_s": time.perf_counter() - t_ckpt}) + "\n")
         if step >= total_steps:
             break
