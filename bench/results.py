@@ -63,6 +63,15 @@ def input_text(clip: dict) -> str:
     return f"{clip.get('modality', 'joint')}, align {clip.get('align', 'none')}, centre {clip.get('centre', 'frame')}"
 
 
+def ensemble_input(inputs: list[str]) -> str:
+    """The members' inputs in a few words: 'joint + bone + ..., align view, centre frame' when only the modality
+    differs, else each member's in full."""
+    parts = [i.split(", ", 1) for i in inputs]
+    if all(len(x) == 2 for x in parts) and len({x[1] for x in parts}) == 1:
+        return " + ".join(x[0] for x in parts) + ", " + parts[0][1]
+    return " + ".join(inputs)
+
+
 def rel(path: Path) -> str:
     return os.path.relpath(path.resolve(), ROOT)
 
@@ -152,7 +161,7 @@ def ensemble(args) -> None:
            else f"{len(rows)} x {rows[0]['backbone']}",
            "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
            "chance": report["chance"], "test_sequences": report["sequences"],
-           "input": " + ".join(r.get("input", "?") for r in rows),
+           "input": ensemble_input([r.get("input", "?") for r in rows]),
            **({"rotated": report["rotated"]} if report.get("rotated") else {}),
            "members": [{"cell": c.name, "top1": r["top1"]} for c, r in zip(cells, rows, strict=True)],
            "epochs": rows[0]["epochs"], "steps": sum(r["steps"] for r in rows),
