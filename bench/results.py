@@ -26,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "docs" / "results" / "rows"
 BIN = Path(sys.executable).parent / "actionllm"
+GCN_NAMES = {"stgcn": "ST-GCN", "ctrgcn": "CTR-GCN"}
 # dataset -> (reader, folder under the data root, protocol, what the split is)
 DATASETS = {
     "msr-action3d": ("msr-action3d", "msr_action3d", "cross-subject", "odd subjects train (1,3,5,7,9), even test"),
@@ -118,7 +119,7 @@ def run(args) -> None:
         clip = rc["config"].get("clip", {})
         preset = rc["config"].get("preset") or rc["config"].get("encoder", {}).get("preset", "")
         backbone = rc.get("backbone", {}).get("name_or_path") or \
-            f"none (ST-GCN {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
+            f"none ({GCN_NAMES.get(recipe, recipe)} {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
         if rc.get("text_encoder"):  # sugar's alignment stage: a GCN encoder + a frozen sentence encoder
             backbone = f"{rc['text_encoder']} text encoder (frozen) + GCN encoder {preset}, " \
                        f"{rc.get('parameters', 0) / 1e6:.2f}M params"
