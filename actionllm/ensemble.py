@@ -32,6 +32,7 @@ from .contract import FORMAT, RecognizerBase
 
 RECIPE = "ensemble"
 RULE = "mean of the members' window probabilities (equal weights)"
+NOT_TRAINED = "an ensemble is not trained: train its members, then join them with `actionllm ensemble`"
 
 
 class EnsembleConfig(BaseModel):
@@ -82,13 +83,13 @@ class EnsembleRecognizer(RecognizerBase):
 
     @classmethod
     def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
-        raise TypeError("an ensemble is not trained: train its members, then join them with `actionllm ensemble`")
+        raise TypeError(NOT_TRAINED)
 
     def collate_fn(self):
-        raise TypeError("an ensemble is not trained: train its members, then join them with `actionllm ensemble`")
+        raise TypeError(NOT_TRAINED)
 
     def forward(self, *args, **kwargs) -> dict:
-        raise TypeError("an ensemble is not trained: train its members, then join them with `actionllm ensemble`")
+        raise TypeError(NOT_TRAINED)
 
     @property
     def window(self) -> int | None:
@@ -149,10 +150,8 @@ def write_ensemble(member_folders: list[str | Path], output: str | Path, load_me
     for src, name in zip(paths, names, strict=True):
         shutil.copytree(src, output / name)
     first = members[0]
-    meta = {"format": FORMAT, "format_version": 1, "actionllm_version": __version__, "recipe": RECIPE,
-            "config": EnsembleConfig(members=names).model_dump(mode="json"), "class_names": first.class_names,
-            "layout": first.layout, "dims": first.dims, "window": first.window, "stride": first.stride,
-            "member_recipes": [m.recipe for m in members], "sources": paths}
+    joined = EnsembleRecognizer(EnsembleConfig(members=names), first.class_names, first.layout, first.dims, members)
+    meta = {**joined.base_meta(), "sources": paths}
     (output / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     sample = Path(paths[0]) / "sample.json"
     if sample.is_file():  # the service's web page offers it as an example

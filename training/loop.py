@@ -249,7 +249,7 @@ def train_loop_per_worker(config: dict) -> None:
         if stats:
             metrics.update({f"train_{k}": v for k, v in _unwrap(model).summarise(_reduce_stats(stats)).items()})
         last = epoch == tc.epochs - 1 or step >= total_steps
-        metrics.update({k: v for k, v in clock.items()})  # first_batch_s, data_s: inside epoch_s
+        metrics.update(clock)  # first_batch_s, data_s: inside epoch_s
         if last or (epoch + 1) % tc.eval_every == 0:
             t_val = time.perf_counter()
             metrics.update(evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device))
