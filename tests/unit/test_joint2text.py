@@ -214,3 +214,116 @@ def test_tokens_per_n18_window_smollm2(smollm2):
              for w in (s.joints[0] for s in generate(subjects=2, per_subject=2, seconds=1.0))]
     print(f"SmolLM2 tokens per N=18 window: {sizes}")
     assert sizes == [3385] * len(sizes)  # golden: the paper's own figure; digits and signs tokenize alike
+
+
+# --- the compact format (beyond the paper, issue 18) ----------------------------------------------------
+def compact_bridge(layout: str = "coco17", dims: int = 2, **kw) -> Joint2Text:
+    return Joint2Text(Joint2TextConfig(format="compact", **kw), layout, dims)
+
+
+def test_compact_is_a_third_of_the_paper_tokens(smollm2):
+    w = gait_window(18)
+    paper = len(Joint2Text(Joint2TextConfig(), "coco17", 2).encode(w, smollm2, 100_000, binary=True)["input_ids"])
+    small = len(compact_bridge().encode(w, smollm2, 100_000, binary=True)["input_ids"])
+    print(f"SmolLM2 tokens per N=18 COCO-13 2D window: paper {paper}, compact {small} ({paper / small:.2f}x)")
+    assert paper == 3385 and 3 * small <= paper and small <= 1100
+
+
+def test_compact_text_and_round_trip():
+    from actionllm.methods.joints_llm import compact
+
+    b = compact_bridge()
+    w = gait_window(5)
+    w[2, 9] = w[2, 9] * 40  # a far-off wrist: clipped to the end cell
+    text = b.text(w)
+    lines = text.split("\n")
+    assert lines[0] == "Joints, xy on a 0-9 grid over -3.0..3.0: " + ", ".join(b.joint_labels)
+    assert lines[-1] == PROMPT and len(lines) == 1 + 5 + 1
+    assert re.fullmatch(r"Frame 3:( \d\d){13}", lines[3])
+    z = b.optimise(w)
+    q = compact.parse(text, 13, 2, 10)
+    assert q.shape == (5, 13, 2) and q.min() >= 0 and q.max() <= 9
+    back, half = compact.dequantise(q, 10, 3.0), 3.0 / 10  # half a cell of 2 * 3.0 / 10
+    inside = np.abs(z) <= 3.0
+    assert not inside.all()  # the wrist went beyond the grid
+    assert np.all(np.abs(back - z)[inside] <= half + 1e-6)
+    assert np.all(q[~inside] == np.where(z[~inside] > 0, 9, 0))
+    assert b.frame_text(2, z[2]) == lines[3] + "\n"
+    fine = compact_bridge(grid=100, clip=2.0)
+    q100 = compact.parse(fine.text(w), 13, 2, 100)
+    inside = np.abs(z) <= 2.0
+    assert np.all(np.abs(compact.dequantise(q100, 100, 2.0) - z)[inside] <= 2.0 / 100 + 1e-6)
+
+
+def test_compact_3d_cells():
+    b = compact_bridge("kinect20", 3)
+    text = b.text(random_window("kinect20", 3, 3))
+    assert text.startswith("Joints, xyz on a 0-9 grid") and len(re.findall(r"^Frame \d:( \d{3}){13}$", text, re.M)) == 3
+
+
+def check_compact_indices(text: str, enc: dict, tokenizer, frames: int):
+    """Every value token maps to the (frame, joint) whose grid cell holds it; everything else maps to -1."""
+    ids, fi, ji = enc["input_ids"], enc["frame_index"], enc["joint_index"]
+    assert len(ids) == len(fi) == len(ji) == len(enc["attention_mask"])
+    offsets = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)["offset_mapping"]
+    cells, start = {}, 0
+    for line in text.split("\n"):  # the cells found independently of the bridge's spans
+        if m := re.match(r"Frame (\d+):", line):
+            for j, c in enumerate(re.finditer(r"\d+", line[m.end():])):
+                cells[int(m.group(1)) - 1, j] = (start + m.end() + c.start(), start + m.end() + c.end())
+        start += len(line) + 1
+    assert len(cells) == frames * 13
+    seen: dict[tuple, str] = {}
+    for (s, e), f, j in zip(offsets, fi, ji, strict=True):
+        piece = text[s:e].strip()
+        if f < 0:
+            assert j < 0 and not any(a <= s < b or a < e <= b for a, b in cells.values())
+            continue
+        a, b = cells[f, j]
+        first = s + text[s:e].index(piece)
+        assert a <= first < b and piece.isdigit()  # a value token of frame f's joint j
+        seen[f, j] = seen.get((f, j), "") + piece
+    assert {k: text[a:b] for k, (a, b) in cells.items()} == seen  # each cell's digits, all of them, in order
+
+
+@pytest.mark.parametrize("tok_name", ["smollm2", "bos_tokenizer"])
+def test_compact_token_maps(tok_name, request):
+    tok = request.getfixturevalue(tok_name)
+    b = compact_bridge()
+    w = gait_window(6)
+    enc = b.encode(w, tok, max_length=100_000)
+    assert not enc["truncated"] and enc["num_frames_kept"] == 6
+    check_compact_indices(b.text(w), enc, tok, 6)
+
+
+def test_compact_truncation_keeps_header_and_prompt(smollm2):
+    b = compact_bridge()
+    w = gait_window(18)
+    full = len(b.encode(w, smollm2, 100_000)["input_ids"])
+    enc = b.encode(w, smollm2, max_length=full // 2)
+    k = enc["num_frames_kept"]
+    assert enc["truncated"] and 0 < k < 18 and len(enc["input_ids"]) <= full // 2
+    assert len(b.encode(w[:k + 1], smollm2, 100_000)["input_ids"]) > full // 2  # as many frames as fit
+    assert enc["input_ids"] == b.encode(w[:k], smollm2, 100_000)["input_ids"]
+    text = smollm2.decode(enc["input_ids"], skip_special_tokens=True)
+    assert text.startswith("Joints, xy") and f"\nFrame {k}: " in text and f"Frame {k + 1}:" not in text
+    assert text.endswith(PROMPT) and max(enc["frame_index"]) == k - 1
+    check_compact_indices(b.text(w[:k]), enc, smollm2, k)
+    with pytest.raises(ValueError, match="prompt alone"):
+        b.encode(w, smollm2, max_length=20)  # the header + prompt are ~70 tokens
+
+
+def test_compact_config_validation():
+    from pydantic import ValidationError
+
+    assert Joint2TextConfig().format == "paper"
+    for bad, field in (({"format": "tiny"}, "format"), ({"grid": 1}, "grid"), ({"grid": 101}, "grid"),
+                       ({"clip": 0}, "clip")):
+        with pytest.raises(ValidationError, match=field):
+            Joint2TextConfig(**bad)
+    with pytest.raises(ValidationError, match="normalise=True"):
+        Joint2TextConfig(format="compact", normalise=False)
+    w = gait_window(2)
+    w[1, 7, 0] = np.nan
+    with pytest.raises(ValueError, match="nan"):
+        compact_bridge().text(w)

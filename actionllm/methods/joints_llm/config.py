@@ -35,6 +35,7 @@ class JointsLLMConfig(RecipeConfig):
         context = context_length(self.backbone)
         tokens = window_tokens(self.bridge, self.backbone, facts["layout"], facts["dims"])
         if context is not None and min(tokens, self.max_length) > context:
-            out.append(f"a window of {self.bridge.window} frames at precision {self.bridge.precision} is {tokens} "
+            written = "in the compact format" if self.bridge.format == "compact" else f"at precision {self.bridge.precision}"
+            out.append(f"a window of {self.bridge.window} frames {written} is {tokens} "
                        f"tokens (budget max_length {self.max_length}), over the backbone's context of {context}")
         return out
