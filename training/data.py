@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
@@ -53,6 +54,32 @@ def window_rows(row: dict, size: int | None, stride: int | None) -> list[dict]:
             "scores": (np.ones(win.joints.shape[:3], np.float32) if win.scores is None else win.scores).reshape(-1),
         })
     return out
+
+
+def window_items(data: str, split: str, size: int | None, stride: int | None,
+                 exclude: frozenset[int] = frozenset(), seed: int | None = None) -> list[dict]:
+    """The rows `window_dataset` streams for one split, read here with pyarrow (no Ray tasks), labels in `exclude`
+    left out; shuffled once with `seed` (None: in file order)."""
+    rows: list[dict] = []
+    for path in shard_files(data):
+        table = pq.read_table(path)
+        keep = [i for i, (s, label) in enumerate(zip(table.column("split").to_pylist(),
+                                                     table.column("label").to_pylist(), strict=True))
+                if s == split and label not in exclude]
+        if not keep:
+            continue
+        table = table.take(keep)
+        lists = {c: table.column(c).combine_chunks() for c in ("joints", "scores") if c in table.column_names}
+        plain = table.drop_columns(list(lists)).to_pylist()
+        for i, row in enumerate(plain):
+            for c, arr in lists.items():  # numpy slices of the flat values, not Python lists of floats
+                row[c] = None if not arr[i].is_valid else arr.values[arr.offsets[i].as_py():
+                                                                          arr.offsets[i + 1].as_py()].to_numpy()
+            rows.extend(window_rows(row, size, stride))
+    if seed is not None:
+        order = np.random.default_rng(seed).permutation(len(rows))
+        rows = [rows[i] for i in order]
+    return rows
 
 
 def read_sequences(data: str, split: str | None = None, shuffle: bool = False) -> ray.data.Dataset:

@@ -32,13 +32,14 @@ log = logging.getLogger("actionllm.train")
 
 
 class RecipeCollate(NumpyBatchCollateFn):
-    """The recognizer's collate_fn (numpy rows -> tensors) as Ray Data's collate class."""
+    """The recognizer's collate_fn (numpy rows -> tensors) as Ray Data's collate class; with `preprocess`, the
+    stage's preprocessor first (window rows -> its inputs: a cached run's train split, see train.stage_datasets)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, preprocess=None):
+        self.fn, self.preprocess = fn, preprocess
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return self.fn(batch)
+        return self.fn(self.preprocess(batch) if self.preprocess is not None else batch)
 
 
 def timed(batches, clock: dict):
@@ -94,13 +95,13 @@ def _reduce_stats(acc: dict) -> dict:
     return out
 
 
-def evaluate_shard(model, shard, batch_size: int, collate_fn, device) -> dict:
+def evaluate_shard(model, shard, batch_size: int, collate_fn, device, preprocess=None) -> dict:
     """Window loss/accuracy on this worker's shard, summed over workers (+ the recognizer's own summary of
     its `stats`, prefixed val_). A recognizer without logits (a VQ-VAE stage) reports no accuracy."""
     model.eval()
     loss_sum, correct, total, stats, has_logits = 0.0, 0.0, 0.0, {}, False
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=RecipeCollate(collate_fn)):
+        for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=RecipeCollate(collate_fn, preprocess)):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
             loss_sum += float(out["loss"]) * len(batch["labels"])
@@ -180,6 +181,12 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             log.info(f"[rank 0] resumed from checkpoint: epoch {start_epoch}, step {step}")
     collate_fn = rec.collate_fn()
+    # data held in memory (train.stage_datasets) reaches the workers as raw windows: preprocess here, the train
+    # split augmented (a stream of draws per worker), the val split as evaluation and serving see it
+    preprocess, val_preprocess = ((type(rec).preprocessor(rec.cfg, ds_meta["layout"], ds_meta["dims"], train=True,
+                                                          seed=tc.seed * 1000 + rank),
+                                   type(rec).preprocessor(rec.cfg, ds_meta["layout"], ds_meta["dims"], train=False))
+                                  if ds_meta.get("preprocess_in_worker") else (None, None))
     cw = class_weight_tensor(rec.cfg.class_weights, ds_meta["class_counts"])
     cw = cw.to(device) if cw is not None else None
     model = ray.train.torch.prepare_model(rec)
@@ -188,7 +195,9 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:  # what the CLI's progress bar needs to know before the first step line
         with log_path.open("a") as f:
             f.write(json.dumps({"kind": "start", "epochs": tc.epochs, "steps_per_epoch": steps_per_epoch,
-                                "total_steps": total_steps, "start_epoch": start_epoch, "workers": world}) + "\n")
+                                "total_steps": total_steps, "start_epoch": start_epoch, "workers": world,
+                                "time": time.time()}) + "\n")
+    first_step = True
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for epoch in range(start_epoch, tc.epochs):
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
@@ -199,7 +208,8 @@ def train_loop_per_worker(config: dict) -> None:
         for batch in timed(train_shard.iter_torch_batches(batch_size=tc.batch_size,
                                                           local_shuffle_buffer_size=tc.shuffle_buffer or None,
                                                           local_shuffle_seed=tc.seed + epoch,
-                                                          collate_fn=RecipeCollate(collate_fn)), clock):
+                                                          collate_fn=RecipeCollate(collate_fn, preprocess)),
+                           clock):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast:
                 out = model(**batch, class_weights=cw)
@@ -222,6 +232,10 @@ def train_loop_per_worker(config: dict) -> None:
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            if rank == 0 and first_step:  # wall clock of this run's first optimiser step (bench/train_overhead.py)
+                first_step = False
+                with log_path.open("a") as f:
+                    f.write(json.dumps({"kind": "first_step", "step": step, "time": time.time()}) + "\n")
             maybe_inject_failure(tc, epoch, rank, world)
             if rank == 0 and step % tc.log_every == 0:
                 dt = time.perf_counter() - t0
@@ -252,7 +266,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics.update(clock)  # first_batch_s, data_s: inside epoch_s
         if last or (epoch + 1) % tc.eval_every == 0:
             t_val = time.perf_counter()
-            metrics.update(evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device))
+            metrics.update(evaluate_shard(model, val_shard, tc.batch_size, collate_fn, device, val_preprocess))
             metrics["val_s"] = time.perf_counter() - t_val
         if rank == 0:
             log.info(f"[rank 0] epoch {epoch} done: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v

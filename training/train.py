@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -26,7 +27,7 @@ from actionllm.skeleton.shards import Manifest, read_shards, shard_files
 from actionllm.skeleton.transforms import window_starts
 
 from .config import TrainConfig
-from .data import init_ray, window_dataset
+from .data import init_ray, window_dataset, window_items
 from .loop import train_loop_per_worker
 from .run_storage import checkpoint_path, publish, with_run_dir
 from .telemetry import TrainMetricsExporter
@@ -67,23 +68,65 @@ def held_out_labels(recipe_cfg, class_names: list[str]) -> frozenset[int]:
     return frozenset(class_names.index(c) for c in held)
 
 
+def split_windows(data: str, split: str, recipe_cfg, exclude: frozenset[int] = frozenset()):
+    """The windows of one split, as Ray Data rows (not yet preprocessed); labels in `exclude` left out."""
+    window, stride = recipe_cfg.windowing()
+    windows = window_dataset(data, window, stride, split, shuffle=split == "train")
+    return windows.filter(lambda row: int(row["label"]) not in exclude) if exclude else windows
+
+
 def preprocessed(data: str, split: str, recipe, recipe_cfg, stage: str | None, layout: str, dims: int,
                  workers: int, exclude: frozenset[int] = frozenset()):
     """Windows of one split -> the stage's preprocessor (Joint2Text + tokenisation, clips, ...), run in Ray tasks
     (one preprocessor per worker process and configuration). The train split augments when the recipe's config
     switches augmentation on (fresh OS entropy: the pipeline re-runs every epoch, so a fixed seed would repeat
     the same draws)."""
-    window, stride = recipe_cfg.windowing()
-    windows = window_dataset(data, window, stride, split, shuffle=split == "train")
-    if exclude:
-        windows = windows.filter(lambda row: int(row["label"]) not in exclude)
     spec = {"recipe": recipe.name, "stage": stage, "config": recipe_cfg.model_dump(mode="json"), "layout": layout,
             "dims": dims, "train": split == "train"}
     # at most one preprocessing task per Train worker at a time: every extra parallel task can start a fresh
     # Ray worker process (torch + transformers imports), which on a few cores costs more than it gains; tasks,
     # not actors: Ray's pooled worker processes keep their preprocessor across epochs and trials
-    return windows.map_batches(preprocess_in_task, fn_kwargs={"spec": spec}, batch_size=16,
-                               compute=ray.data.TaskPoolStrategy(size=max(1, workers)), batch_format="numpy")
+    return split_windows(data, split, recipe_cfg, exclude).map_batches(
+        preprocess_in_task, fn_kwargs={"spec": spec}, batch_size=16,
+        compute=ray.data.TaskPoolStrategy(size=max(1, workers)), batch_format="numpy")
+
+
+def window_bytes(data: str, split: str, window: int | None, stride: int | None) -> int:
+    """An estimate of the bytes one split's windows take in memory: each shard file's uncompressed bytes per
+    frame (Parquet metadata) times the frames its windows of that split hold (overlapping windows count twice)."""
+    total = 0
+    for path in shard_files(data):
+        meta = pq.ParquetFile(path).metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        t = pq.read_table(path, columns=["num_frames", "split"]).to_pydict()
+        frames = sum(t["num_frames"]) or 1
+        win_frames = sum(len(window_starts(n, window, stride)) * (window or n)
+                         for n, s in zip(t["num_frames"], t["split"], strict=True) if s == split)
+        total += int(size / frames * win_frames)
+    return total
+
+
+def stage_datasets(tc: TrainConfig, recipe, recipe_cfg, manifest, exclude: frozenset[int]) -> tuple[dict, bool]:
+    """The train and val datasets of a stage, and whether they are held in memory (`TrainConfig.data_cache`).
+
+    Streamed (never): the whole pipeline (read -> windows -> preprocessing tasks) runs again every epoch, and every
+    run starts its read and preprocessing tasks: seconds per epoch whatever the data's size (ray-project/ray#49190).
+    In memory (always, or auto when the windows' estimate fits in a quarter of the object store): the driver reads
+    each split's windows once (pyarrow, `window_items`; the train split shuffled once with the run's seed) into
+    Ray's object store, and each Train worker runs the stage's preprocessor in its batch collation (the train
+    split's augmentation draws afresh every epoch), so an epoch starts no Ray task at all."""
+    window, stride = recipe_cfg.windowing()
+    if tc.data_cache == "never":
+        cache = False
+    else:
+        need = sum(window_bytes(tc.data, s, window, stride) for s in ("train", "val"))
+        cache = tc.data_cache == "always" or need < ray.cluster_resources().get("object_store_memory", 0.0) / 4
+    if cache:
+        return {s: ray.data.from_items(window_items(tc.data, s, window, stride, exclude,
+                                                    seed=tc.seed if s == "train" else None))
+                for s in ("train", "val")}, True
+    return {s: preprocessed(tc.data, s, recipe, recipe_cfg, tc.stage, manifest.layout, manifest.dims, tc.workers,
+                            exclude) for s in ("train", "val")}, False
 
 
 _PREPROCESSORS: dict[str, object] = {}
@@ -150,6 +193,7 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
 
 
 def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
+    started_at = time.time()
     manifest = Manifest.read(tc.data)
     if not manifest.class_names:
         raise ValueError(f"{tc.data}: the manifest names no classes; a classifier needs them")
@@ -168,18 +212,25 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     out = storage.local_run_dir(tc.output)
     tc = tc.model_copy(update={"output": str(out), "recipe_config": recipe_cfg.model_dump(mode="json")})
     (out / "train_config.json").write_text(tc.model_copy(update={"output": remote or str(out)}).model_dump_json(indent=2) + "\n")
+    clock = {"started_at": started_at, "checks_s": round(time.time() - started_at, 3), "t": time.perf_counter()}
+
+    def lap(name: str) -> None:  # the driver's phases -> summary["timings"] (bench/train_overhead.py)
+        now = time.perf_counter()
+        clock[name], clock["t"] = round(now - clock["t"], 3), now
+
     # An embedded local Ray gets logical CPUs for the trainer's workers plus the data pipeline's tasks
     # (read, windows, tokeniser actors): with only physical cores the pipeline would wait forever.
     init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1,
                                                        math.ceil(tc.workers * tc.cpus_per_worker) + 2))
-    datasets = {s: preprocessed(tc.data, s, recipe, recipe_cfg, tc.stage, manifest.layout, manifest.dims, tc.workers,
-                                exclude) for s in ("train", "val")}
+    lap("ray_init_s")
+    datasets, cached = stage_datasets(tc, recipe, recipe_cfg, manifest, exclude)
+    lap("datasets_s")
     trainer = TorchTrainer(
         with_run_dir(train_loop_per_worker),
         train_loop_config={"train": tc.model_dump(mode="json"),
                            "dataset": {"class_names": manifest.class_names, "layout": manifest.layout,
                                        "dims": manifest.dims, "train_windows": train_windows,
-                                       "class_counts": class_counts}},
+                                       "class_counts": class_counts, "preprocess_in_worker": cached}},
         scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(name="train", storage_path=checkpoint_path(remote, out),
@@ -189,6 +240,7 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
         datasets=datasets,
     )
     result = trainer.fit()
+    lap("fit_s")
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")
     final = out / "recognizer"
@@ -200,6 +252,7 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     if sample is not None:
         write_sample(final, sample)
     summary = {"recognizer": str(final), "checkpoint": result.checkpoint.path, "metrics": metrics,
-               "train_windows": train_windows, "val_windows": val_windows}
+               "train_windows": train_windows, "val_windows": val_windows, "data_cache": cached,
+               "timings": {k: v for k, v in clock.items() if k != "t"}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return publish(out, remote, summary) if remote else summary

@@ -8,7 +8,7 @@ import pytest
 from actionllm.skeleton.prepare import convert
 from actionllm.skeleton.sequence import SkeletonSequence
 from actionllm.skeleton.transforms import window_starts
-from training.data import window_dataset
+from training.data import window_dataset, window_items
 
 pytestmark = pytest.mark.ray
 
@@ -54,6 +54,28 @@ def test_split_filter_and_batches(ray_local, shards):
         seen.update(batch["source_id"].tolist())
         assert set(batch["split"].tolist()) == {"test"}
     assert seen == test_ids
+
+
+@pytest.mark.parametrize(("split", "size", "stride", "exclude"), [("train", 18, 9, frozenset()),
+                                                                 ("test", None, None, frozenset()),
+                                                                 ("train", 12, None, frozenset({1}))])
+def test_windows_read_in_the_driver_equal_the_streamed_ones(ray_local, shards, split, size, stride, exclude):
+    """A run that holds its data in memory (data_cache) reads the windows with pyarrow: the same rows, values and
+    all, as the Ray Data pipeline streams; the seed shuffles their order only."""
+    out, _ = shards
+    streamed = [r for r in window_dataset(str(out), size, stride, split).iter_rows() if r["label"] not in exclude]
+    read = window_items(str(out), split, size, stride, exclude)
+    key = lambda r: (r["source_id"], int(r["window_start"]))  # noqa: E731
+    assert sorted(map(key, read)) == sorted(map(key, streamed)) and streamed
+    by_key = {key(r): r for r in streamed}
+    for r in read:
+        s = by_key[key(r)]
+        assert set(r) == set(s)
+        for k in r:
+            np.testing.assert_array_equal(np.asarray(r[k]), np.asarray(s[k]), err_msg=k)
+    shuffled = window_items(str(out), split, size, stride, exclude, seed=3)
+    assert sorted(map(key, shuffled)) == sorted(map(key, read))
+    assert [key(r) for r in shuffled] != [key(r) for r in read] or len(read) < 3
 
 
 def test_missing_folder_is_a_clear_error(ray_local, tmp_path):

@@ -26,8 +26,9 @@ def msr_shards(tmp_path_factory, data_root):
 
 def test_two_worker_training_on_msr_then_evaluate(ray_local, msr_shards, tmp_path):
     tc = TrainConfig(data=str(msr_shards), output=str(tmp_path / "run"), workers=2, epochs=1, max_steps=4,
-                     batch_size=2, log_every=1, recipe_config=SMALL, lr=1e-3)
+                     batch_size=2, log_every=1, recipe_config=SMALL, lr=1e-3, data_cache="never")
     summary = run_training(tc)
+    assert summary["data_cache"] is False  # the Ray Data pipeline, as for data larger than memory
     rec = Path(summary["recognizer"])
     assert (rec / "adapter_model.safetensors").is_file() and (rec / "head.safetensors").is_file()
     m = summary["metrics"]
@@ -55,6 +56,7 @@ def test_worker_crash_resumes_from_checkpoint(ray_local, tmp_path):
     tc = TrainConfig(data=str(shards), output=str(out), workers=2, epochs=2, batch_size=2,
                      recipe_config=cfg, fail_at_epoch=0, max_failures=1, log_every=1)
     summary = run_training(tc)
+    assert summary["data_cache"] is True  # small data: read once, held in memory (auto), also after the restart
     assert (out / ".injected_failure").is_file()  # the crash happened
     epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in x]
     assert [e["epoch"] for e in epochs] == [0, 1]  # epoch 0 was not re-run after the crash
