@@ -1,8 +1,11 @@
 """Evaluation: sequence-level metrics and explanations of a recognizer on a shard split (`actionllm evaluate`).
 
 A sequence is cut into the recognizer's windows and its windows' answers aggregated by the one inference path
-(inference.py: `cut`, `sequence_scores`) that prediction and serving use. Writes report.json, confusion.json and PNGs (confusion matrix,
-attention over frames and over joints: the paper's Figs. 5 and 6) into the report folder.
+(inference.py: `cut`, `predict_many`, `sequence_scores`) that prediction and serving use. The windows of a chunk of
+sequences (and of their rotated copies) go through one predict_windows call per member, so that the forward
+batches are full however few windows a sequence has (llm-ar and the GCNs read a whole sequence as one window).
+Writes report.json, confusion.json and PNGs (confusion matrix, attention over frames and over joints: the paper's
+Figs. 5 and 6) into the report folder.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from scipy.stats import rankdata  # noqa: E402
 
 from .contract import check_candidates  # noqa: E402
 from .ensemble import check_members  # noqa: E402
-from .inference import cut, sequence_scores, softmax  # noqa: E402
+from .inference import cut, predict_many, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
 from .skeleton.shards import read_shards  # noqa: E402
-from .skeleton.transforms import UP_AXES, rotate_view  # noqa: E402
+from .skeleton.transforms import UP_AXES, rotate_view, window_starts  # noqa: E402
 
 
 def macro_f1(conf: np.ndarray) -> float:
@@ -144,17 +147,53 @@ def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:
     return np.sum([softmax(s) for s in member_scores], axis=0)
 
 
+CHUNK = 64  # sequences whose windows one predict_windows call reads (1: one call per sequence)
+CHUNK_WINDOWS = 1024  # ... and a chunk closes once its windows (rotated copies included) reach this many
+
+
+def chunked(seqs, size: int, windows_of, max_windows: int = CHUNK_WINDOWS):
+    """Consecutive lists of at most `size` sequences, closed early once `windows_of(seq)` adds up to max_windows
+    (what is held in memory at a time stays bounded)."""
+    group, held = [], 0
+    for seq in seqs:
+        group.append(seq)
+        held += windows_of(seq)
+        if len(group) >= size or held >= max_windows:
+            yield group
+            group, held = [], 0
+    if group:
+        yield group
+
+
+def predict_chunk(members: list, seqs: list, angles: dict[str, float], up: str, batch_size: int,
+                  extra: dict) -> tuple[list[list[dict]], dict[str, list[np.ndarray]]]:
+    """A chunk of sequences -> per member, each sequence's predict_windows output; and per angle, each rotated
+    sequence's fused score (`ensemble_scores`). One predict_windows call per member over the windows of all the
+    chunk's sequences and of their rotated copies (`predict_many`)."""
+    views = [seqs] + [[s.with_(joints=rotate_view(s.joints, s.layout, a, up)) for s in seqs] for a in angles.values()]
+    outs = [predict_many(m, [cut(s, m.window, m.stride)[0] for view in views for s in view], batch_size, **extra)
+            for m in members]
+    n = len(seqs)
+    rotated = {name: [ensemble_scores([sequence_scores(o[(v + 1) * n + i]["probabilities"]) for o in outs])
+                      for i in range(n)] for v, name in enumerate(angles)}
+    return [o[:n] for o in outs], rotated
+
+
 def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8,
              classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine",
-             candidates: list[dict] | None = None) -> dict:
+             candidates: list[dict] | None = None, chunk: int = CHUNK) -> dict:
     """`checkpoint`: one recognizer folder, or several (an ensemble: `ensemble_scores`; explanations and window
     figures are the first member's). `classes`: evaluate only the sequences of these classes (e.g. the held-out
     ones of an unseen-class run). `rotate`: also evaluate every (3D) sequence rotated by each of these angles
     (degrees) about its vertical (`up`: see skeleton/transforms.py:up_direction) before it is cut into windows
     -> result["rotated"]. `candidates` (open-vocabulary recognizers): answer among these classes, [{"name",
     "texts"?}], instead of the trained ones; the data's sequences are matched to them by class name (another
-    dataset's classes: the cross-dataset zero-shot protocol), and `classes` picks among the candidates."""
+    dataset's classes: the cross-dataset zero-shot protocol), and `classes` picks among the candidates.
+    `chunk`: sequences whose windows (and rotated copies) share one predict_windows call per member, batched
+    across sequences; 1 = one call per sequence (the same answers, slower)."""
+    if chunk < 1:
+        raise ValueError(f"chunk: at least 1 sequence per call, got {chunk}")
     checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
     members = load_members(checkpoints, device=device)
     rec = members[0]
@@ -187,35 +226,41 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         keep = {rec.class_names.index(c) for c in classes}
     scores, labels, win_correct, win_total, expl = [], [], 0, 0, []
     member_scores: list[list[np.ndarray]] = [[] for _ in members]
-    seen = 0
-    for seq, _ in read_shards(data, split=split):
-        if keep is not None and seq.label not in keep:
-            continue
-        if candidates is not None:  # matched by name: the data may be another dataset's
-            if seq.label_name not in names:
+
+    def selected():
+        seen = 0
+        for seq, _ in read_shards(data, split=split):
+            if keep is not None and seq.label not in keep:
                 continue
-            seq = seq.with_(label=names.index(seq.label_name))
-        if limit is not None and seen >= limit:
-            break
-        seen += 1
-        if seq.layout != rec.layout:
-            raise ValueError(f"{seq.sample_id}: layout {seq.layout!r} but the recognizer reads {rec.layout!r}")
-        outs = [m.predict_windows(cut(seq, m.window, m.stride)[0], batch_size=batch_size, **extra) for m in members]
-        for i, o in enumerate(outs):
-            member_scores[i].append(sequence_scores(o["probabilities"]))
-        scores.append(ensemble_scores([ms[-1] for ms in member_scores]))
-        out = outs[0]
-        labels.append(seq.label)
-        win_correct += int((out["probabilities"].argmax(1) == seq.label).sum())
-        win_total += len(out["probabilities"])
-        for name, angle in angles.items():
-            turned = seq.with_(joints=rotate_view(seq.joints, seq.layout, angle, up))
-            rotated[name].append(ensemble_scores([
-                sequence_scores(m.predict_windows(cut(turned, m.window, m.stride)[0], batch_size=batch_size,
-                                                  **extra)["probabilities"])
-                for m in members]))
-        expl.append({"sample_id": seq.sample_id, "label": seq.label,
-                     "frame_weights": out["frame_weights"][0].tolist(), "joint_weights": out["joint_weights"][0].tolist()})
+            if candidates is not None:  # matched by name: the data may be another dataset's
+                if seq.label_name not in names:
+                    continue
+                seq = seq.with_(label=names.index(seq.label_name))
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            if seq.layout != rec.layout:
+                raise ValueError(f"{seq.sample_id}: layout {seq.layout!r} but the recognizer reads {rec.layout!r}")
+            yield seq
+
+    def windows_of(seq) -> int:
+        return len(window_starts(seq.num_frames, window, stride)) * (1 + len(angles))
+
+    for group in chunked(selected(), chunk, windows_of):
+        outs, turned = predict_chunk(members, group, angles, up, batch_size, extra)
+        for name in angles:
+            rotated[name] += turned[name]
+        for k, seq in enumerate(group):
+            for i, o in enumerate(outs):
+                member_scores[i].append(sequence_scores(o[k]["probabilities"]))
+            scores.append(ensemble_scores([ms[-1] for ms in member_scores]))
+            out = outs[0][k]
+            labels.append(seq.label)
+            win_correct += int((out["probabilities"].argmax(1) == seq.label).sum())
+            win_total += len(out["probabilities"])
+            expl.append({"sample_id": seq.sample_id, "label": seq.label,
+                         "frame_weights": out["frame_weights"][0].tolist(),
+                         "joint_weights": out["joint_weights"][0].tolist()})
     if not labels:
         matched = f" of the candidate classes {names}" if candidates is not None else ""
         raise ValueError(f"{data}: no sequences{matched} in split {split!r}")

@@ -4,6 +4,9 @@ The same path for `actionllm evaluate`, `actionllm predict` and the Serve endpoi
 served answer equals the evaluated one. A sequence's class is the one with the highest mean window
 log-probability (`sequence_scores`); its explanation is the windows' frame weights laid back onto the
 sequence's frames (overlaps averaged) and the mean of their joint weights.
+
+Many sequences at once (`predict_many`, what `actionllm evaluate` uses): their windows go through ONE
+predict_windows call, batched across sequences, and its output is split back per sequence (`split_output`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,46 @@ def aggregate(out: dict, starts: list[int], num_frames: int, window: int | None,
         "explanation": {"frame_weights": frames.tolist(), "joint_weights": joints.tolist(),
                         "joint_names": list(out["joint_names"])},
     }
+
+
+SHARED_KEYS = ("joint_names",)  # predict_windows' output entries that describe all windows, not one each
+
+
+def split_output(out: dict, counts: list[int]) -> list[dict]:
+    """predict_windows' output for the windows of several sequences, concatenated in order (`counts[i]` windows
+    of sequence i) -> one output per sequence, as if its windows had been predicted alone. Per-window entries
+    (probabilities rows, frame/joint weights, generated text, action tokens, ...) are sliced; `joint_names` is
+    shared; a number (`tokens`) is apportioned by window count (exact when every window costs the same, as for
+    llm-ar and sugar; the shares always add up to the total)."""
+    total = sum(counts)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    parts: list[dict] = [{} for _ in counts]
+    for key, value in out.items():
+        if key in SHARED_KEYS:
+            for p in parts:
+                p[key] = value
+        elif isinstance(value, int | float | np.number) and not isinstance(value, bool):
+            whole = isinstance(value, int | np.integer)
+            cum = [(round(value * b / total) if whole else value * b / total) if total else 0 for b in bounds]
+            for i, p in enumerate(parts):
+                p[key] = cum[i + 1] - cum[i] if total else value
+        elif hasattr(value, "__len__") and len(value) == total:
+            for i, p in enumerate(parts):
+                p[key] = value[bounds[i]:bounds[i + 1]]
+        else:
+            size = len(value) if hasattr(value, "__len__") else type(value).__name__
+            raise ValueError(f"predict_windows returned {key!r} with {size} entries for {total} windows: "
+                             "a per-window entry needs one per window (shared ones are named in SHARED_KEYS)")
+    return parts
+
+
+def predict_many(rec, window_lists: list[list[np.ndarray]], batch_size: int = 8, **extra) -> list[dict]:
+    """The windows of several sequences (one list each) -> one predict_windows output per sequence: a single
+    predict_windows call over all the windows (forward batches mix sequences), split back (`split_output`).
+    `extra`: what the recognizer's predict_windows takes beside the windows (candidates=...)."""
+    flat = [w for wins in window_lists for w in wins]
+    out = rec.predict_windows(flat, batch_size=batch_size, **extra)
+    return split_output(out, [len(wins) for wins in window_lists])
 
 
 def recognize(rec, seq: SkeletonSequence, batch_size: int = 8, candidates: list[dict] | None = None) -> dict:
