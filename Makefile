@@ -63,7 +63,10 @@ lint: $(DEV_STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_shards.py
 	$(PY) bench/train_throughput.py
-	$(PY) bench/serve_latency.py
+	$(PY) bench/serve_latency.py --cpus 2
+	$(PY) bench/train_overhead.py
+	$(PY) bench/evaluate_speed.py
+	$(PY) bench/joint2text_tokens.py
 
 clean:
 	rm -rf $(VENV) data/demo .pytest_cache
