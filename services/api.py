@@ -112,7 +112,8 @@ async def _http_error(request: Request, err: StarletteHTTPException):
 
 @api.middleware("http")
 async def _guard(request: Request, call_next):
-    """Body size limit (before the body is read), API key, and one metrics event per request."""
+    """Body size limit (before the body is read), API key, one metrics event per request, and the route's
+    timing breakdown (if it left one) as a `Server-Timing` header."""
     t0 = time.perf_counter()
     request.state.model = "-"
     limit = _state.get("max_body_bytes", 8 << 20)
@@ -130,6 +131,10 @@ async def _guard(request: Request, call_next):
                 return JSONResponse(ApiError(413, "body too large", "body",
                                              f"{len(body)} bytes; at most {limit}").body(), status_code=413)
         response = await call_next(request)
+    timing = getattr(request.state, "timing", None)
+    if timing is not None:  # validate, call (to the replica and back), aggregate, queue, model, replica: ms
+        timing["ingress"] = (time.perf_counter() - t0) * 1e3
+        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
     outbox = events()
     if outbox is not None:
         route = request.scope.get("route")
@@ -222,6 +227,7 @@ class Ingress:
         self.samples = {name: read_sample(path) for name, path in models.items()}
         self.default = next(iter(self.infos))
         self.server, self.collector, self.max_frames = server, collector, max_frames
+        self.handles: dict = {}  # model name -> the server's handle with that multiplexed model id
         own = os.environ.get(api_key_env)
         configure(max_body_bytes=max_body_bytes, events=EventBuffer(collector),
                   api_key_sha256=api_key_sha256 or (key_digest(own) if own else None))
@@ -236,7 +242,9 @@ class Ingress:
     async def run_windows(self, model: ModelInfo, windows: list, candidates: list[dict] | None = None) -> dict:
         """The windows through a recognizer replica; a replica that dies mid-request (a crash, a node lost) is
         retried once on another; if that fails too, 503 (the service is degraded; not the request's fault)."""
-        handle = self.server.options(multiplexed_model_id=model.name)
+        handle = self.handles.get(model.name)
+        if handle is None:  # one handle per model, made once (options() builds a new handle each call)
+            handle = self.handles[model.name] = self.server.options(multiplexed_model_id=model.name)
         for attempt in range(2):
             try:
                 return await handle.predict.remote(windows, candidates)
@@ -254,10 +262,18 @@ class Ingress:
         seq = request_sequence(body, model, self.max_frames)
         candidates = request_candidates(body, model)
         windows, starts = cut(seq, model.window, model.stride)
+        t1 = time.perf_counter()
         out = await self.run_windows(model, windows, candidates)
+        t2 = time.perf_counter()
         names = model.classes if candidates is None else [c["name"] for c in candidates]
         answer = aggregate(out, starts, seq.num_frames, model.window, names)
-        return RecognizeResponse(model=model.name, **answer, latency_ms=(time.perf_counter() - t0) * 1e3)
+        t3 = time.perf_counter()
+        # where the time went, for the Server-Timing header (ms): see _guard
+        request.state.timing = {"validate": (t1 - t0) * 1e3, "call": (t2 - t1) * 1e3, "aggregate": (t3 - t2) * 1e3,
+                                **out.pop("timing", {})}
+        # serialised here, once: returned as a model, FastAPI would dump, re-validate and re-encode it
+        body = RecognizeResponse(model=model.name, **answer, latency_ms=(t3 - t0) * 1e3)
+        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
     @api.get("/v1/models", response_model=list[ModelInfo])
     async def models(self) -> list[ModelInfo]:

@@ -17,6 +17,8 @@ from actionllm.contract import read_config
 from .api import Ingress, key_digest
 from .deployments import MetricsCollector, recognizer_server
 
+INGRESS_MAX_ONGOING = 256  # requests one ingress replica holds at once
+
 
 class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,8 +51,9 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[ModelRef] = Field(min_length=1, description="recognizer folders (name + path); the first is the default")
     max_models_per_replica: int = Field(4, ge=1, description="K: recognizers a replica holds (LRU beyond)")
-    max_batch_size: int = Field(16, ge=1, description="requests per @serve.batch call")
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_batch_size: int = Field(16, ge=1, description="requests per batch (one predict_windows call)")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="most a free model waits for as many requests as "
+                                        "its previous batch held (never for a lone client); services/batching.py")
     window_batch: int = Field(16, ge=1, description="windows per forward pass inside a batch")
     autoscaling: Autoscaling = Autoscaling()
     num_cpus: float = Field(1.0, ge=0, description="CPUs per recognizer replica")
@@ -96,8 +99,12 @@ def build_app(args: dict):
         ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         max_ongoing_requests=max(cfg.max_batch_size * 2, 8),
     ).bind(models, collector, preload=[cfg.models[0].name], device=cfg.device, max_batch_size=cfg.max_batch_size,
-           batch_wait_timeout_s=cfg.batch_wait_timeout_s, window_batch=cfg.window_batch)
+           batch_wait_timeout_s=cfg.batch_wait_timeout_s, window_batch=cfg.window_batch,
+           threads=max(1, int(cfg.num_cpus)))  # torch threads = the CPUs Ray reserved (as Ray sets OMP_NUM_THREADS)
     key = os.environ.get(cfg.api_key_env)  # only its digest travels to the ingress replicas
-    return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(
+    # the ingress only awaits the recognizers: with Serve's default max_ongoing_requests (5) the proxy backs off
+    # (25 ms, 50 ms, ... 0.5 s) at concurrency > 5; the recognizers' own limit above is the back-pressure
+    return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0},
+                           max_ongoing_requests=INGRESS_MAX_ONGOING).bind(
         models, server, collector, max_frames=cfg.max_frames, max_body_bytes=cfg.max_body_bytes,
         api_key_env=cfg.api_key_env, api_key_sha256=key_digest(key) if key else None)

@@ -3,9 +3,10 @@
 A `RecognizerServer` replica holds up to K recognizers (`@serve.multiplexed`, LRU-evicted): recognizers on
 the same base model share one copy of it (each adds its LoRA adapter and head; see Recognizer.load(shared=)),
 so K adapters cost K adapters, not K bases. Requests for a model reach a replica that has it when one does
-(Serve's multiplexed routing); within a replica, `@serve.batch` gathers the windows of concurrent requests
-into one forward pass per model. Recognizers listed in `preload` are loaded in __init__, so a replica is
-reported ready (and receives traffic) only once they are in memory.
+(Serve's multiplexed routing); within a replica, a `Batcher` (services/batching.py) gathers the windows of the
+requests that queue while the model is busy into one predict_windows call per model. Recognizers listed in
+`preload` are loaded in __init__, so a replica is reported ready (and receives traffic) only once they are in
+memory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ray import serve
 
 from actionllm.methods import load_recognizer
 
+from .batching import Batcher
 from .metrics import EventBuffer, ServiceMetrics
 
 log = logging.getLogger("ray.serve")
@@ -67,15 +69,21 @@ def recognizer_server(max_models: int):
     @serve.deployment(name="RecognizerServer")
     class RecognizerServer:
         def __init__(self, models: dict[str, str], collector, preload: list[str], device: str = "auto",
-                     max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01, window_batch: int = 16):
+                     max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01, window_batch: int = 16,
+                     threads: int = 0):
+            """`threads`: torch's intra-op threads (the replica's num_cpus; 0: leave torch's default)."""
+            if threads > 0:
+                import torch
+
+                torch.set_num_threads(threads)
             self.models, self.device, self.window_batch = dict(models), resolve_device(device), window_batch
             self.shared: dict = {}  # base key -> (PeftModel, tokenizer, adapter names): bases shared by recognizers
             self.loaded: set[str] = set()
             self.lock = threading.Lock()  # one forward at a time: adapters on a shared base are switched per call
             self.events = EventBuffer(collector)
             self._preloaded = {m: self._load(m) for m in preload[:max_models]}
-            self.predict_batch.set_max_batch_size(max_batch_size)
-            self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+            # the windows of requests that queue while the model is busy go through it together (services/batching.py)
+            self.batcher = Batcher(self._run, max_batch_size, batch_wait_timeout_s, on_batch=self._record)
 
         def _load(self, model_id: str) -> Loaded:
             t0 = time.time()
@@ -102,42 +110,41 @@ def recognizer_server(max_models: int):
 
         async def predict(self, windows: list[np.ndarray], candidates: list[dict] | None = None) -> dict:
             """The windows of one request -> predict_windows' output for them (model from the multiplexed id;
-            `candidates`: classes named by the request, for open-vocabulary recognizers)."""
+            `candidates`: classes named by the request, for open-vocabulary recognizers), plus `timing` (ms):
+            queue (waiting for the model), model (its batch's forward), replica (all of this call)."""
+            t0 = time.perf_counter()
             model_id = serve.get_multiplexed_model_id()
             if model_id in self.loaded and model_id not in self._preloaded:
                 self.events.add("cache", model_id, "hit")
             loaded = await self.get_model(model_id)
-            return await self.predict_batch(loaded, windows, candidates)
+            out, queued = await self.batcher.submit((loaded, windows, candidates))
+            out["timing"] = {**out["timing"], "queue": queued * 1e3, "replica": (time.perf_counter() - t0) * 1e3}
+            return out
 
-        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-        async def predict_batch(self, loadeds: list[Loaded], windows: list[list[np.ndarray]],
-                                candidates: list[list[dict] | None]) -> list[dict]:
-            self.events.add("batch", len(windows), sum(len(w) for w in windows))
-            results, counts = await asyncio.get_running_loop().run_in_executor(None, self._run, loadeds, windows,
-                                                                               candidates)
-            for model_id, n_windows, n_tokens in counts:
+        def _record(self, items: list[tuple], results: list[dict]) -> None:
+            self.events.add("batch", len(items), sum(len(w) for _, w, _ in items))
+            for model_id, n_windows, n_tokens in results[0]["timing"].pop("counts"):
                 self.events.add("windows", model_id, n_windows, n_tokens)
-            return results
 
-        def _run(self, loadeds: list[Loaded], windows: list[list[np.ndarray]], candidates: list[list[dict] | None]
-                 ) -> tuple[list[dict], list[tuple]]:
-            """One forward pass per model and candidate set over the windows of all its requests in the batch,
-            split back."""
-            results: list[dict | None] = [None] * len(windows)
+        def _run(self, items: list[tuple[Loaded, list[np.ndarray], list[dict] | None]]) -> list[dict]:
+            """One predict_windows call per model and candidate set over the windows of all its requests in the
+            batch (forward passes of `window_batch` windows, mixing requests), split back per request."""
+            t0 = time.perf_counter()
+            results: list[dict | None] = [None] * len(items)
             counts = []
             groups: dict[tuple[str, str], list[int]] = {}
-            for i, loaded in enumerate(loadeds):
-                groups.setdefault((loaded.model_id, json.dumps(candidates[i])), []).append(i)
+            for i, (loaded, _, candidates) in enumerate(items):
+                groups.setdefault((loaded.model_id, json.dumps(candidates)), []).append(i)
             for (model_id, _), idx in groups.items():
-                rec = loadeds[idx[0]].rec
-                flat = [w for i in idx for w in windows[i]]
-                extra = {} if candidates[idx[0]] is None else {"candidates": candidates[idx[0]]}
+                rec, candidates = items[idx[0]][0].rec, items[idx[0]][2]
+                flat = [w for i in idx for w in items[i][1]]
+                extra = {} if candidates is None else {"candidates": candidates}
                 with self.lock:
                     out = rec.predict_windows(flat, batch_size=self.window_batch, **extra)
                 counts.append((model_id, len(flat), int(out.get("tokens", 0))))
                 s = 0
                 for i in idx:
-                    n = len(windows[i])
+                    n = len(items[i][1])
                     results[i] = {"probabilities": out["probabilities"][s:s + n],
                                   "frame_weights": out["frame_weights"][s:s + n],
                                   "joint_weights": out["joint_weights"][s:s + n],
@@ -145,7 +152,12 @@ def recognizer_server(max_models: int):
                                   # per-window extras a recipe returns (llm-ar: the LLM's generated text)
                                   **{k: out[k][s:s + n] for k in ("generated",) if k in out}}
                     s += n
-            return results, counts
+            model_ms = (time.perf_counter() - t0) * 1e3
+            windows = sum(len(w) for _, w, _ in items)
+            for r in results:
+                r["timing"] = {"model": model_ms, "batch_requests": len(items), "batch_windows": windows}
+            results[0]["timing"]["counts"] = counts  # for _record (metrics), removed there
+            return results
 
         def check_health(self) -> None:
             if not self.models:
