@@ -64,6 +64,13 @@ def input_text(clip: dict) -> str:
     return f"{clip.get('modality', 'joint')}, align {clip.get('align', 'none')}, centre {clip.get('centre', 'frame')}"
 
 
+def bridge_text(bridge: dict) -> str:
+    """A Joint2Text bridge in a few words (the input column of joints-llm rows)."""
+    fmt = bridge.get("format", "paper")
+    detail = f"{bridge.get('precision', 2)} decimal(s)" if fmt == "paper" else f"0-{bridge.get('grid', 10) - 1} grid"
+    return f"Joint2Text {fmt}, {detail}, N {bridge.get('window')} / stride {bridge.get('stride') or bridge.get('window')}"
+
+
 def ensemble_input(inputs: list[str]) -> str:
     """The members' inputs in a few words: 'joint + bone + ..., align view, centre frame' when only the modality
     differs, else each member's in full."""
@@ -126,7 +133,8 @@ def run(args) -> None:
         row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
                "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
                "chance": report["chance"], "test_sequences": report["sequences"],
-               **({"input": input_text(clip)} if clip else {}),
+               **({"input": input_text(clip)} if clip else
+                  {"input": bridge_text(rc["config"]["bridge"])} if "window" in rc["config"].get("bridge", {}) else {}),
                **({"rotated": report["rotated"]} if report.get("rotated") else {}),
                **({"classes": report["classes"]} if report.get("classes") else {}),
                **({"candidates": report["candidates"]} if report.get("candidates") else {}),
