@@ -146,11 +146,21 @@ def save_checkpoint(rec: RecognizerBase, opt, sched, epoch: int, step: int, metr
 
 def maybe_inject_failure(tc: TrainConfig, epoch: int, rank: int, world: int) -> None:
     """Testing fault tolerance: the last worker dies hard (os._exit, not an exception the loop could catch)
-    at the first optimiser step after epoch `fail_at_epoch` was checkpointed -- once per run folder."""
+    at the first optimiser step after epoch `fail_at_epoch` was checkpointed -- once per run folder.
+
+    "Checkpointed" means registered by Ray Train's controller, which collects the workers' reports when it polls
+    them (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s) and then writes its checkpoint_manager_snapshot.json:
+    a worker that dies within that poll of its report loses that checkpoint, and the run resumes from the one
+    before. The injected failure waits (at most 30 s) for the snapshot to be written, so that it tests a resume
+    from the reported epoch; with data held in memory the next epoch's first step follows the report at once."""
     if tc.fail_at_epoch is None or epoch != tc.fail_at_epoch + 1 or rank != world - 1:
         return
     marker = Path(tc.output) / ".injected_failure"
     if not marker.exists():
+        snapshot = Path(tc.output) / "ray" / "train" / "checkpoint_manager_snapshot.json"  # run_storage layout
+        deadline = time.time() + 30
+        while not snapshot.is_file() and time.time() < deadline:
+            time.sleep(0.2)
         marker.write_text(f"worker {rank} killed at the first step of epoch {epoch}\n")
         os._exit(1)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port, msr_request  # noqa: E402
+from conftest import free_port, msr_request, wait_healthy  # noqa: E402
 
 pytestmark = pytest.mark.ray
 KEY = "test-key-123"
@@ -51,13 +51,7 @@ def service(ray_local, tiny_recognizers, tiny_llm_ar, tiny_sugar, tiny_ensemble,
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name="actionllm", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
+    wait_healthy(url)
     yield url, cfg
     serve.shutdown()
 

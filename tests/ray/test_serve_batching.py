@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port, msr_request  # noqa: E402
+from conftest import free_port, msr_request, wait_healthy  # noqa: E402
 
 from services.batching import Batcher  # noqa: E402
 
@@ -87,13 +87,7 @@ def test_batched_requests_of_different_lengths_answer_as_in_process(ray_local, t
     serve.run(build_app(cfg), name="batching", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_healthy(url)
         bodies = [msr_request(data_root, i) for i in range(3)]
         assert len({seq.num_frames for _, seq in bodies}) > 1  # different window counts and token lengths
         lock = threading.Lock()
