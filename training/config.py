@@ -49,9 +49,9 @@ class TrainConfig(BaseModel):
     shuffle_buffer: int = Field(64, ge=0)
     data_cache: Literal["auto", "always", "never"] = Field(
         "auto", description="keep the data in Ray's object store for the whole run instead of re-running the Ray "
-        "Data pipeline (read, windows, preprocessing) every epoch: the train split's windows (its preprocessing, "
-        "with augmentation, then runs in the Train workers) and the preprocessed validation split. auto: when "
-        "they fit in a quarter of the object store; never: stream every epoch (data larger than memory)")
+        "Data pipeline (read, windows, preprocessing) every epoch: the driver reads the train and val windows "
+        "once and the Train workers preprocess them (the train split with fresh augmentation every epoch). auto: "
+        "when they fit in a quarter of the object store; never: stream every epoch (data larger than memory)")
     fail_at_epoch: int | None = Field(None, description="testing: crash a worker once after this epoch's checkpoint")
 
     @model_validator(mode="before")

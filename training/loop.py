@@ -33,7 +33,7 @@ log = logging.getLogger("actionllm.train")
 
 class RecipeCollate(NumpyBatchCollateFn):
     """The recognizer's collate_fn (numpy rows -> tensors) as Ray Data's collate class; with `preprocess`, the
-    stage's preprocessor first (window rows -> its inputs: a cached run's train split, see train.stage_datasets)."""
+    stage's preprocessor first (window rows -> its inputs: data held in memory, see train.stage_datasets)."""
 
     def __init__(self, fn, preprocess=None):
         self.fn, self.preprocess = fn, preprocess

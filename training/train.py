@@ -91,9 +91,9 @@ def preprocessed(data: str, split: str, recipe, recipe_cfg, stage: str | None, l
         compute=ray.data.TaskPoolStrategy(size=max(1, workers)), batch_format="numpy")
 
 
-def window_bytes(data: str, split: str, window: int | None, stride: int | None) -> int:
-    """An estimate of the bytes one split's windows take in memory: each shard file's uncompressed bytes per
-    frame (Parquet metadata) times the frames its windows of that split hold (overlapping windows count twice)."""
+def window_bytes(data: str, splits: tuple[str, ...], window: int | None, stride: int | None) -> int:
+    """An estimate of the bytes the windows of `splits` take in memory: each shard file's uncompressed bytes per
+    frame (Parquet metadata) times the frames its windows of those splits hold (overlapping windows count twice)."""
     total = 0
     for path in shard_files(data):
         meta = pq.ParquetFile(path).metadata
@@ -101,7 +101,7 @@ def window_bytes(data: str, split: str, window: int | None, stride: int | None) 
         t = pq.read_table(path, columns=["num_frames", "split"]).to_pydict()
         frames = sum(t["num_frames"]) or 1
         win_frames = sum(len(window_starts(n, window, stride)) * (window or n)
-                         for n, s in zip(t["num_frames"], t["split"], strict=True) if s == split)
+                         for n, s in zip(t["num_frames"], t["split"], strict=True) if s in splits)
         total += int(size / frames * win_frames)
     return total
 
@@ -119,7 +119,7 @@ def stage_datasets(tc: TrainConfig, recipe, recipe_cfg, manifest, exclude: froze
     if tc.data_cache == "never":
         cache = False
     else:
-        need = sum(window_bytes(tc.data, s, window, stride) for s in ("train", "val"))
+        need = window_bytes(tc.data, ("train", "val"), window, stride)
         cache = tc.data_cache == "always" or need < ray.cluster_resources().get("object_store_memory", 0.0) / 4
     if cache:
         return {s: ray.data.from_items(window_items(tc.data, s, window, stride, exclude,
