@@ -43,7 +43,7 @@ def class_names(classes: Path | None, data: str | None) -> list[str]:
 
 def print_summary(reports) -> None:
     """class | parts found / 6 (per variant) | what was repaired, to stderr."""
-    from actionllm.methods.sugar.knowledge import PARTS
+    from actionllm.components.knowledge import PARTS
 
     table = Table("class", "parts found", "repaired", box=None, pad_edge=False, title="knowledge generated")
     for r in reports:
@@ -62,7 +62,7 @@ def describe(
                                  "# comments skipped)"),
     data: str = typer.Option(None, "--data", help="a shard folder (prepare / synth-gait): its manifest's classes"),
     out_path: Path = typer.Option(..., "--out", help="knowledge JSONL to write (format: "
-                                  "actionllm/methods/sugar/knowledge.py); a .report.json is written beside it"),
+                                  "actionllm/components/knowledge.py); a .report.json is written beside it"),
     backbone: str = typer.Option(None, help="local causal LM: 'smollm2-135m', a hub id, a folder or a .gguf"),
     gguf_file: str = typer.Option(None, help="GGUF file inside the --backbone repo/folder"),
     endpoint: str = typer.Option(None, help="OpenAI-compatible server (vLLM, Ray Serve LLM), e.g. "
@@ -130,7 +130,7 @@ def describe(
                                            progress=lambda n: bar.advance(task, n))
         except d.EndpointError as err:
             fail(str(err), code=1)
-    from actionllm.methods.sugar.knowledge import write_knowledge
+    from actionllm.components.knowledge import write_knowledge
 
     write_knowledge(out_path, knowledge)
     report = {"source": source, "max_new_tokens": max_new_tokens, "variants": variants, "seed": seed,

@@ -66,10 +66,10 @@ def evaluate(
 
 
 def read_candidates(path: Path) -> list[dict]:
-    """--candidates FILE: a knowledge .jsonl (methods/sugar/knowledge.py: each class's motion and visual texts) or
+    """--candidates FILE: a knowledge .jsonl (components/knowledge.py: each class's motion and visual texts) or
     plain names, one a line (# comments and blank lines skipped)."""
     if path.suffix == ".jsonl":
-        from actionllm.methods.sugar.knowledge import read_knowledge
+        from actionllm.components.knowledge import read_knowledge
 
         return [{"name": k.label, "texts": list(k.texts)} for k in read_knowledge(path).values()]
     if not path.is_file():

@@ -20,7 +20,7 @@ from actionllm.methods.sugar.describe import (
     parse_motion,
     read_class_names,
 )
-from actionllm.methods.sugar.knowledge import PARTS, motion_problem, read_knowledge
+from actionllm.components.knowledge import PARTS, motion_problem, read_knowledge
 from cli import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))

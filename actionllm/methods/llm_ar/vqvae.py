@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ...components.vq import DeadCodeRestart, js_divergence, quantise_st, usage_metrics, zipf_distribution
+
+__all__ = ["ActionVQVAE", "clip_features", "usage_metrics", "zipf_distribution", "js_divergence"]
 
 EPS = 1e-5
 
@@ -58,25 +61,6 @@ def poincare_distance(x: torch.Tensor, y: torch.Tensor, c: float = 1.0) -> torch
 
 
 # --- human inductive biases (eqs. 3-7) -----------------------------------------------------------------------
-def zipf_distribution(n: int, alpha: float = 1.0, beta: float = 2.7) -> torch.Tensor:
-    """Eq. 2: p_i proportional to 1 / (i + beta)^alpha for ranks i = 1..n."""
-    ranks = torch.arange(1, n + 1, dtype=torch.float64)
-    p = 1.0 / (ranks + beta) ** alpha
-    return (p / p.sum()).float()
-
-
-def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence (natural log) of two distributions over the last axis."""
-    p, q = p.clamp_min(0), q.clamp_min(0)
-    m = 0.5 * (p + q)
-
-    def kl(a, b):
-        return torch.where(a > 0, a * (torch.log(a.clamp_min(1e-12)) - torch.log(b.clamp_min(1e-12))),
-                           torch.zeros_like(a)).sum(-1)
-
-    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
-
-
 def zipf_loss(usage: torch.Tensor, zipf: torch.Tensor) -> torch.Tensor:
     """Eq. 4: JS(sort(sum_b t_b) / (B W) || Zipf). usage [B, U] token counts per sequence."""
     freq = torch.sort(usage.sum(0), descending=True).values
@@ -98,20 +82,6 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor) -> torch.Ten
         return sum(torch.exp(-d2 / (2 * s)) for s in bandwidths).mean()
 
     return k(x, x) + k(y, y) - 2 * k(x, y)
-
-
-def usage_metrics(counts: np.ndarray, zipf_alpha: float = 1.0, zipf_beta: float = 2.7) -> dict:
-    """Codebook usage over many tokens: share of codes used, perplexity exp(H), JS to the Zipf law."""
-    counts = np.asarray(counts, np.float64)
-    total = counts.sum()
-    if total <= 0:
-        return {"codebook_usage": 0.0, "codebook_perplexity": 0.0, "zipf_js": float("nan")}
-    p = counts / total
-    nz = p[p > 0]
-    zipf = zipf_distribution(len(p), zipf_alpha, zipf_beta).double()
-    js = js_divergence(torch.from_numpy(np.sort(p)[::-1].copy()), zipf)
-    return {"codebook_usage": float((counts > 0).mean()), "codebook_perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-            "zipf_js": float(js)}
 
 
 # --- the model ------------------------------------------------------------------------------------------------
@@ -148,10 +118,7 @@ class ActionVQVAE(nn.Module):
                              persistent=False)
         self.word_embeddings: torch.Tensor | None = None  # set by attach_word_embeddings (MMD); never saved
         self.mmd_bandwidths: torch.Tensor | None = None
-        self.register_buffer("usage_ema", torch.zeros(cfg.codebook_size), persistent=False)
-        self._recent: torch.Tensor | None = None  # the last training batch's encoder outputs (dead-code restart)
-        self._counts: torch.Tensor | None = None
-        self._steps = 0
+        self.restarts = DeadCodeRestart(cfg.codebook_size, cfg.reset_below, cfg.usage_decay)
 
     # --- pieces ---------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,12 +165,9 @@ class ActionVQVAE(nn.Module):
         dist = self.distances(flat)  # [B W, U]
         codes = dist.argmin(-1)
         if self.training:
-            self._recent = flat.detach()
-            self._counts = torch.bincount(codes, minlength=cfg.codebook_size).float()
-        q = self.code_vectors()[codes]  # f^d (eq. 10)
-        embed = F.mse_loss(q, flat.detach())  # eq. 11: ||sg(f) - f^d||^2
-        commit = F.mse_loss(flat, q.detach())  # eq. 11: ||f - sg(f^d)||^2
-        q_st = flat + (q - flat).detach()  # straight-through to the encoder
+            self.restarts.observe(flat, codes)
+        # f^d (eq. 10); eq. 11: ||sg(f) - f^d||^2 and ||f - sg(f^d)||^2; straight-through to the encoder
+        q_st, embed, commit = quantise_st(flat, self.code_vectors()[codes])
         recon = self.decoder(q_st.view(b, w, self.dim).transpose(1, 2)).transpose(1, 2)
         rec = F.smooth_l1_loss(recon, x)
         terms = {"recon": rec, "embed": embed, "commit": commit}
@@ -226,40 +190,9 @@ class ActionVQVAE(nn.Module):
         return {"loss": total, "terms": terms, "codes": codes.view(b, w), "recon": recon}
 
 
-    @torch.no_grad()
     def restart_dead_codes(self) -> int:
-        """After an optimiser step (every rank calls it once per step, so its collectives line up): update the
-        running usage with this step's code counts (summed over workers), and move dead codes onto rank 0's
-        recent encoder outputs (broadcast, so every replica keeps the same codebook). Returns codes moved."""
-        import torch.distributed as dist
-
-        if self._counts is None or self.cfg.reset_below <= 0:
-            return 0
-        distributed = dist.is_available() and dist.is_initialized()
-        counts = self._counts.clone()
-        if distributed:
-            dist.all_reduce(counts)
-        decay = self.cfg.usage_decay
-        if self._steps == 0:
-            self.usage_ema.copy_(counts)
-        else:
-            self.usage_ema.mul_(decay).add_(counts, alpha=1 - decay)
-        self._steps += 1
-        threshold = self.cfg.reset_below * self.usage_ema.mean()
-        dead = self.usage_ema < threshold
-        n = int(dead.sum())
-        if n:
-            recent = self._recent
-            gen = torch.Generator(device="cpu").manual_seed(self._steps)
-            idx = torch.randint(len(recent), (n,), generator=gen).to(recent.device)
-            new = recent[idx] + 0.01 * recent.std() * torch.randn(n, self.dim, generator=gen).to(recent)
-            if distributed:
-                dist.broadcast(new, 0)
-            self.codebook.data[dead] = new.to(self.codebook.dtype)
-            # at the threshold (T2M-GPT's reset): a restarted code that wins no token next step moves again
-            self.usage_ema[dead] = threshold
-        self._counts = None
-        return n
+        """After an optimiser step: dead codes moved onto recent encoder outputs (components/vq.py)."""
+        return self.restarts.restart(self.codebook)
 
 
 # --- clips -> VQ-VAE input ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 from ...components.gcn import GCNEncoder
 from ...components.text_encoder import TextEncoder
 from .config import EncoderConfig
-from .knowledge import ClassKnowledge
+from ...components.knowledge import ClassKnowledge
 
 
 class SequenceEncoder(nn.Module):

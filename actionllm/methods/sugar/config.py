@@ -15,7 +15,7 @@ from ...components.text_encoder import TextEncoderConfig
 from ...registry import RecipeConfig
 from ...skeleton.augment import AugmentConfig
 from .bridge import BridgeConfig
-from .knowledge import bundled_knowledge, knowledge_for, read_knowledge
+from ...components.knowledge import bundled_knowledge, knowledge_for, read_knowledge
 
 
 class EncoderConfig(BaseModel):
@@ -39,8 +39,8 @@ class SugarConfig(RecipeConfig):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
     knowledge: str | None = Field(
-        None, description="knowledge JSONL (methods/sugar/knowledge.py); None: the project's own file whose "
-        "classes cover the data's (methods/sugar/knowledge/*.jsonl)")
+        None, description="knowledge JSONL (components/knowledge.py); None: the project's own file whose "
+        "classes cover the data's (components/knowledge/*.jsonl)")
     # eq. 3's tau; the paper gives no value. chosen: 0.1 (fixed, not learned), the MIL-NCE/CLIP range
     temperature: float = Field(0.1, gt=0.0, le=1.0, description="MIL-NCE temperature tau (eq. 3)")
     # eq. 2: t = {m, v_i}, "randomly combined". chosen: per sample, one of the class's motion texts and each of

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .knowledge import PARTS, ClassKnowledge, parse_entry
+from ...components.knowledge import PARTS, ClassKnowledge, parse_entry
 
 # The paper's prompt (sec. 3.1), word for word; "{drink water}" is its example, "{action}" the class name.
 EXAMPLE_MOTION = ("head tilts back slightly; hand grasps cup; arm lifts cup to mouth; hip remains stationary; "

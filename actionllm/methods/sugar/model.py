@@ -39,7 +39,7 @@ from ...skeleton.layouts import get_layout
 from .alignment import SequenceEncoder, TextBank, class_scores, contrast_set, mil_nce, sample_positives
 from .bridge import Bridge
 from .config import SugarConfig
-from .knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
+from ...components.knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
 
 CACHED_SETS = 32  # candidate sets a recognizer keeps embedded (requests repeat them)
 

@@ -1,5 +1,5 @@
-"""SUGAR's knowledge text (paper sec. 3.1): per class, motion descriptions over six body parts, optional visual
-descriptions, and one short sentence the LLM writes after the name.
+"""Class knowledge text (SUGAR, paper sec. 3.1; LVLM-VAR's explanation targets): per class, motion descriptions
+over six body parts, optional visual descriptions, and one short sentence the LLM writes after the name.
 
 A knowledge file is JSONL, one class a line:
 
