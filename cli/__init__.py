@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from . import data, describe, evaluate, jobs, serve, train  # noqa: F401  (each module adds its commands to `app`)
+from . import data, describe, evaluate, jobs, serve, train, video  # noqa: F401  (each module adds its commands to `app`)
 from .common import app
 
 __all__ = ["app", "main"]

@@ -43,6 +43,9 @@ def formats() -> None:
     table = Table("format", "layout", "description", title="formats")
     for name, cls in sorted(READERS.items()):
         table.add_row(name, cls.layout or "(option)", cls.description + ("  [pickle]" if cls.trusted_pickle else ""))
+    from .video import VIDEO_FORMAT, VIDEO_FORMAT_HELP
+
+    table.add_row(VIDEO_FORMAT, "video", VIDEO_FORMAT_HELP)
     out.print(table)
     table = Table("layout", "joints", "bones", "face joints", title="layouts")
     for name, lay in LAYOUTS.items():
@@ -65,6 +68,8 @@ def prepare(
     shuffle_buffer: int = typer.Option(4096, min=0, help="sequences held to shuffle shard order (0/1: keep the source order)"),
     seed: int = typer.Option(0, help="seed of the file-order and buffer shuffle"),
     option: list[str] = typer.Option([], "--option", "-O", help="reader option KEY=VALUE, e.g. -O split=2"),
+    csv: Path = typer.Option(None, "--csv", help="video-folder only: CSV path,label[,subject,view,split] "
+                             "(default: <input>/videos.csv when present)"),
 ) -> None:
     """Convert a skeleton dataset into Parquet shards and a manifest (counts, classes, rejections).
 
@@ -74,6 +79,14 @@ def prepare(
     [bold yellow]Pickles run code:[/] the jhmdb and pyskl formats are Python pickles; load only local files
     you trust.
     """
+    from . import video
+
+    if format == video.VIDEO_FORMAT:  # clips, not skeletons: actionllm/video/folder.py
+        print_summary(video.prepare_video(input, output, csv, options=dict(parse_option(o) for o in option),
+                                          val_fraction=val_fraction, shard_size=shard_size, seed=seed), output)
+        return
+    if csv is not None:
+        fail(f"--csv is for --format {video.VIDEO_FORMAT} only")
     from actionllm.skeleton.formats import FormatError, get_reader
     from actionllm.skeleton.prepare import prepare as run_prepare
 

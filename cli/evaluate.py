@@ -82,14 +82,30 @@ def read_candidates(path: Path) -> list[dict]:
 def predict(
     checkpoint: Path = typer.Option(..., help="a recognizer folder"),
     input: Path = typer.Option(..., help="a file or folder in a source format"),
-    format: str = typer.Option(..., "--format", "-f", help="source format (see `actionllm formats`)"),
+    format: str = typer.Option(..., "--format", "-f", help="source format (see `actionllm formats`), or video"),
     option: list[str] = typer.Option([], "--option", "-O", help="reader option KEY=VALUE"),
 ) -> None:
-    """Recognise the sequences of a local file or folder (no server, no Ray). Pickle formats run code."""
-    from actionllm.inference import predict_items
+    """Recognise the sequences of a local file or folder (no server, no Ray). Pickle formats run code.
+    `--format video`: a video file, or a folder of them (an lvlm-var recognizer)."""
+    from actionllm.inference import predict_items, predict_videos
     from actionllm.methods import load_recognizer
     from actionllm.skeleton.formats import FormatError, get_reader
 
+    if format == "video":
+        from actionllm.video.decode import VIDEO_EXTENSIONS
+
+        if not input.exists():
+            fail(f"--input {input} does not exist")
+        paths = sorted(p for p in input.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS) if input.is_dir() \
+            else [input]
+        if not paths:
+            fail(f"--input {input}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+        try:
+            results = predict_videos(load_recognizer(checkpoint), paths)
+        except (FileNotFoundError, ValueError) as err:
+            fail(str(err).strip('"'))
+        out.print_json(data=results)
+        return
     try:
         reader = get_reader(format)(input, **dict(parse_option(o) for o in option))
         results = predict_items(load_recognizer(checkpoint), reader)

@@ -21,6 +21,8 @@ from ray.train.torch import TorchTrainer
 from actionllm import storage
 from actionllm.components.backbone import check_available
 from actionllm.components.text_encoder import check_available as check_text_encoder
+from actionllm.components.visual_encoder import VisualEncoderConfig
+from actionllm.components.visual_encoder import check_available as check_visual_encoder
 from actionllm.contract import write_sample
 from actionllm.registry import get_recipe
 from actionllm.skeleton.shards import Manifest, read_shards, shard_files
@@ -31,6 +33,7 @@ from .data import init_ray, window_dataset, window_items
 from .loop import train_loop_per_worker
 from .run_storage import checkpoint_path, publish, with_run_dir
 from .telemetry import TrainMetricsExporter
+from .video import ensure_features, feature_items
 
 
 def count_windows(data: str, split: str, window: int | None, stride: int | None,
@@ -116,6 +119,17 @@ def stage_datasets(tc: TrainConfig, recipe, recipe_cfg, manifest, exclude: froze
     Ray's object store, and each Train worker runs the stage's preprocessor in its batch collation (the train
     split's augmentation draws afresh every epoch), so an epoch starts no Ray task at all."""
     window, stride = recipe_cfg.windowing()
+    if manifest.modality == "video":  # the frozen encoder's features, cached once per shard folder, in memory
+        if recipe.modality != "video":
+            raise ValueError(f"{tc.data} holds videos; recipe {recipe.name!r} reads skeletons")
+        folder, built = ensure_features(tc.data, recipe_cfg, cpus=tc.cpus_per_worker)
+        if built["built"]:
+            print(f"video features cached in {folder}: {built['videos']} videos in {built['seconds']} s", flush=True)
+        return {s: ray.data.from_items(feature_items(folder, s, exclude, seed=tc.seed if s == "train" else None))
+                for s in ("train", "val")}, True
+    if recipe.modality == "video":
+        raise ValueError(f"recipe {recipe.name!r} reads videos; {tc.data} holds {manifest.modality} shards "
+                         "(prepare a video folder: actionllm prepare --format video-folder, or actionllm render)")
     if tc.data_cache == "never":
         cache = False
     else:
@@ -153,6 +167,9 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     backbone = getattr(recipe.config(tc.recipe_config), "backbone", None)
     if backbone is not None:  # one clear line now, not a traceback from every Ray worker later
         check_available(backbone)
+    visual = getattr(recipe.config(tc.recipe_config), "encoder", None)
+    if isinstance(visual, VisualEncoderConfig):
+        check_visual_encoder(visual)
     text_encoder = getattr(recipe.config(tc.recipe_config), "text_encoder", None)
     if text_encoder is not None:
         check_text_encoder(text_encoder)
@@ -248,7 +265,7 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     with result.checkpoint.as_directory() as d:
         shutil.copytree(Path(d) / "recognizer", final)
         metrics = json.loads((Path(d) / "metrics.json").read_text())
-    sample = first_sequence(tc.data, exclude)
+    sample = first_sequence(tc.data, exclude) if manifest.modality == "skeleton" else None
     if sample is not None:
         write_sample(final, sample)
     summary = {"recognizer": str(final), "checkpoint": result.checkpoint.path, "metrics": metrics,

@@ -67,6 +67,7 @@ class Manifest(BaseModel):
     converter_version: str = CONVERTER_VERSION
     seconds: float = 0.0
     notes: list[str] = Field(default_factory=list)  # what the user should know (e.g. classes named by index)
+    modality: str = "skeleton"  # "video" for video shards (actionllm/video/folder.py); old manifests: skeleton
 
     def write(self, folder: str | Path) -> Path:
         path = Path(folder) / MANIFEST

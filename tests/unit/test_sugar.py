@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from actionllm.components import knowledge as kn
 from actionllm.components.clips import ClipCollate, object_column, prepare_clip
 from actionllm.methods import get_recipe, load_recognizer
-from actionllm.components import knowledge as kn
 from actionllm.methods.sugar.alignment import TextBank, class_scores, contrast_set, mil_nce, sample_positives
 from actionllm.methods.sugar.model import SugarAlignRecognizer
 from actionllm.skeleton.formats import get_reader

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from actionllm.components.knowledge import PARTS, motion_problem, read_knowledge
 from actionllm.methods.sugar.describe import (
     MOTION_PROMPT,
     build_prompt,
@@ -20,7 +21,6 @@ from actionllm.methods.sugar.describe import (
     parse_motion,
     read_class_names,
 )
-from actionllm.components.knowledge import PARTS, motion_problem, read_knowledge
 from cli import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...components.gcn import GCNEncoder
+from ...components.knowledge import ClassKnowledge
 from ...components.text_encoder import TextEncoder
 from .config import EncoderConfig
-from ...components.knowledge import ClassKnowledge
 
 
 class SequenceEncoder(nn.Module):

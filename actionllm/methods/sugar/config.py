@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field, model_validator
 
 from ...components.backbone import BackboneConfig
 from ...components.clips import ClipConfig
+from ...components.knowledge import bundled_knowledge, knowledge_for, read_knowledge
 from ...components.lora import LoraSettings
 from ...components.text_encoder import TextEncoderConfig
 from ...registry import RecipeConfig
 from ...skeleton.augment import AugmentConfig
 from .bridge import BridgeConfig
-from ...components.knowledge import bundled_knowledge, knowledge_for, read_knowledge
 
 
 class EncoderConfig(BaseModel):

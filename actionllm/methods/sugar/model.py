@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ...components.backbone import hidden_size
 from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
 from ...components.gcn_recognizer import read_back
+from ...components.knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
 from ...components.label_scoring import NEG, LabelScorer
 from ...components.lora import LoraRecognizer
 from ...components.text_encoder import TextEncoder
@@ -39,7 +40,6 @@ from ...skeleton.layouts import get_layout
 from .alignment import SequenceEncoder, TextBank, class_scores, contrast_set, mil_nce, sample_positives
 from .bridge import Bridge
 from .config import SugarConfig
-from ...components.knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
 
 CACHED_SETS = 32  # candidate sets a recognizer keeps embedded (requests repeat them)
 

