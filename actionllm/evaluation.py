@@ -85,6 +85,14 @@ def plot_confusion(conf: np.ndarray, class_names: list[str], path: Path) -> None
     plt.close(fig)
 
 
+def write_confusion(folder: Path, names: list[str], conf: np.ndarray) -> Path:
+    """The report folder (created) with confusion.json and confusion.png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "confusion.json").write_text(json.dumps({"class_names": names, "matrix": conf.tolist()}))
+    plot_confusion(conf, names, folder / "confusion.png")
+    return folder
+
+
 def plot_explanations(expl: list[dict], class_names: list[str], joint_names: list[str], folder: Path,
                       what: str = "attention") -> list[str]:
     """Fig. 5: frame weights of a few sequences per class; Fig. 6: mean joint weights per class. `what` names
@@ -132,10 +140,17 @@ def rotated_metrics(scores: dict[str, list[np.ndarray]], labels: np.ndarray, cla
 ENSEMBLE_RULE = "sum of the members' sequence probabilities (softmax of each one's mean window log-probability)"
 
 
-def load_members(checkpoints: list[str], device: str = "cpu") -> list:
-    """The recognizers of an ensemble, checked to recognise the same classes from the same layout."""
+def load_members(checkpoints: list[str], device: str = "cpu", adapter: bool = True) -> list:
+    """The recognizers of an ensemble, checked to recognise the same classes from the same layout. `adapter`
+    False: LoRA recognizers answer with their adapter switched off (the zero-shot ablation)."""
     members = [load_recognizer(c, device=device) for c in checkpoints]
     check_members(checkpoints, members)
+    if not adapter:
+        for c, m in zip(checkpoints, members, strict=True):
+            layers = getattr(getattr(getattr(m, "llm", None), "base_model", None), "disable_adapter_layers", None)
+            if layers is None:
+                raise ValueError(f"--no-adapter: {c} ({m.recipe}) has no LoRA adapter to switch off")
+            layers()
     return members
 
 
@@ -182,7 +197,7 @@ def predict_chunk(members: list, seqs: list, angles: dict[str, float], up: str, 
 def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8,
              classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine",
-             candidates: list[dict] | None = None, chunk: int = CHUNK) -> dict:
+             candidates: list[dict] | None = None, chunk: int = CHUNK, adapter: bool = True) -> dict:
     """`checkpoint`: one recognizer folder, or several (an ensemble: `ensemble_scores`; explanations and window
     figures are the first member's). `classes`: evaluate only the sequences of these classes (e.g. the held-out
     ones of an unseen-class run). `rotate`: also evaluate every (3D) sequence rotated by each of these angles
@@ -191,16 +206,17 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     "texts"?}], instead of the trained ones; the data's sequences are matched to them by class name (another
     dataset's classes: the cross-dataset zero-shot protocol), and `classes` picks among the candidates.
     `chunk`: sequences whose windows (and rotated copies) share one predict_windows call per member, batched
-    across sequences; 1 = one call per sequence (the same answers, slower)."""
+    across sequences; 1 = one call per sequence (the same answers, slower). `adapter` False: LoRA recognizers
+    answer with their adapter off (load_members)."""
     if chunk < 1:
         raise ValueError(f"chunk: at least 1 sequence per call, got {chunk}")
     if Manifest.read(data).modality == "video":
         single = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
         if rotate or candidates is not None or len(single) != 1:
             raise ValueError(f"{data} holds videos: --rotate, --candidates and ensembles read skeletons")
-        return evaluate_video(str(single[0]), data, split, report, device, limit, batch_size, classes)
+        return evaluate_video(str(single[0]), data, split, report, device, limit, batch_size, classes, adapter)
     checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
-    members = load_members(checkpoints, device=device)
+    members = load_members(checkpoints, device=device, adapter=adapter)
     rec = members[0]
     window, stride = rec.window, rec.stride
     names, extra = rec.class_names, {}
@@ -273,7 +289,8 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     result = {"checkpoint": checkpoints[0] if len(members) == 1 else checkpoints, "data": str(data), "split": split,
               "recipe": "+".join(m.recipe for m in members),
               "window": window, "stride": stride or window, **metrics(scores_a, labels_a, names),
-              "window_top1": win_correct / win_total, "windows": win_total, "class_names": names}
+              "window_top1": win_correct / win_total, "windows": win_total, "class_names": names,
+              **({} if adapter else {"adapter": "off"})}
     if len(members) > 1:
         result["ensemble"] = {"rule": ENSEMBLE_RULE, "explanations, window_top1": "the first member's",
                               "members": [{"checkpoint": c, "recipe": m.recipe, "window": m.window,
@@ -291,11 +308,7 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         result["rotated"] = rotated_metrics(rotated, labels_a, names)
         result["rotate_up"] = up
     if report:
-        folder = Path(report)
-        folder.mkdir(parents=True, exist_ok=True)
-        conf = np.asarray(result["confusion"])
-        (folder / "confusion.json").write_text(json.dumps({"class_names": names, "matrix": conf.tolist()}))
-        plot_confusion(conf, names, folder / "confusion.png")
+        folder = write_confusion(Path(report), names, np.asarray(result["confusion"]))
         pngs = ["confusion.png", *plot_explanations(expl, names, out["joint_names"], folder,
                                                          getattr(rec, "explanation", "attention"))]
         (folder / "explanations.json").write_text(json.dumps({"joint_names": out["joint_names"], "sequences": expl}))
@@ -305,14 +318,15 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
 
 
 def evaluate_video(checkpoint: str, data: str, split: str = "test", report: str | None = None, device: str = "cpu",
-                   limit: int | None = None, batch_size: int = 8, classes: list[str] | None = None) -> dict:
+                   limit: int | None = None, batch_size: int = 8, classes: list[str] | None = None,
+                   adapter: bool = True) -> dict:
     """A video recognizer (lvlm-var) on a video shard split: each video decoded (the recognizer's frames, its
     encoder's image size, segment middles) and answered once; the same metrics and confusion figure as skeletons,
     the explanations (attention over frames, generated text, semantic tokens) in explanations.json."""
     from .video.decode import read_frames
     from .video.folder import read_video_rows
 
-    rec = load_recognizer(checkpoint, device=device)
+    rec = load_members([checkpoint], device=device, adapter=adapter)[0]
     if getattr(rec, "features_of", None) is None:
         raise ValueError(f"{checkpoint} ({rec.recipe}) reads skeletons; {data} holds videos")
     names = rec.class_names
@@ -341,15 +355,12 @@ def evaluate_video(checkpoint: str, data: str, split: str = "test", report: str 
     result = {"checkpoint": checkpoint, "data": str(data), "split": split, "recipe": rec.recipe,
               **metrics(scores, labels, names), "class_names": names, "frames": frames,
               "tokens_per_video": float(np.mean(tokens)) if any(tokens) else None,
-              "codes_used": len({c for e in expl for c in e["semantic_tokens"]})}
+              "codes_used": len({c for e in expl for c in e["semantic_tokens"]}),
+              **({} if adapter else {"adapter": "off"})}
     if classes:
         result["classes"] = list(classes)
     if report:
-        folder = Path(report)
-        folder.mkdir(parents=True, exist_ok=True)
-        conf = np.asarray(result["confusion"])
-        (folder / "confusion.json").write_text(json.dumps({"class_names": names, "matrix": conf.tolist()}))
-        plot_confusion(conf, names, folder / "confusion.png")
+        folder = write_confusion(Path(report), names, np.asarray(result["confusion"]))
         (folder / "explanations.json").write_text(json.dumps({"videos": expl}))
         result["files"] = ["report.json", "confusion.json", "confusion.png", "explanations.json"]
         (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")

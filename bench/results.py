@@ -103,6 +103,30 @@ def shards_of(ds: str, args, log: Path) -> tuple[Path, list[str]]:
     return shards, prepare
 
 
+def videos_of(ds: str, shards: Path, args, log: Path) -> tuple[Path, list[list[str]]]:
+    """The dataset's skeletons rendered as MP4 stick figures and prepared as video shards under --work (once), and
+    the `actionllm render` and `actionllm prepare --format video-folder` commands that make them."""
+    videos, vshards = Path(args.work) / "videos" / ds, Path(args.work) / "shards" / f"{ds}-video"
+    render = [str(BIN), "render", "--data", rel(shards), "--output", rel(videos), "--size", str(args.video_size)]
+    prepare = [str(BIN), "prepare", "--format", "video-folder", "--input", rel(videos), "--output", rel(vshards)]
+    if not (vshards / "manifest.json").is_file():
+        if not (videos / "videos.csv").is_file():
+            sh(render, log)
+        sh(prepare, log)
+    return vshards, [render, prepare]
+
+
+def video_backbone(rc: dict) -> str:
+    """An lvlm-var recognizer's LLM, visual encoder and tokens in a few words (the backbone column)."""
+    c = rc["config"]
+    vst = c.get("vst", {})
+    tokens = f"{vst.get('codebook_size', 512)} codes" if vst.get("enabled", True) else "no VST (direct projection)"
+    lora = f"LoRA r {c['lora']['r']}; " if rc.get("stage") == "llm" else ""
+    return (f"{rc.get('backbone', {}).get('name_or_path') or c['backbone']['name_or_path']} ({lora}"
+            f"{c['encoder']['name_or_path']} frozen, {c['encoder']['image_size']} px, {c['video']['frames']} frames; "
+            f"{tokens})")
+
+
 def run(args) -> None:
     cfg = yaml.safe_load(Path(args.recipe_config).read_text())
     recipe = cfg.get("recipe", "joints-llm")
@@ -111,42 +135,65 @@ def run(args) -> None:
         cell = Path(args.work) / f"{args.name or recipe}-{ds}"
         log = new_cell(cell)
         shards, prepare = shards_of(ds, args, log)
+        made = [prepare]
+        if args.video:  # the skeletons rendered to videos: what a video recipe (lvlm-var) reads
+            shards, more = videos_of(ds, shards, args, log)
+            made += more
         train = [str(BIN), "train", "--config", rel(Path(args.recipe_config)), "--data", rel(shards),
                  "--output", rel(cell / "run"), *args.extra]
         train_s = sh(train, log)
-        recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])  # <run>/<stage>/...
-        evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards),
-                    "--split", "test", "--report", rel(cell / "report"),
-                    *(["--rotate", args.rotate] if args.rotate else []),
-                    *shlex.split(args.evaluate_flags or "")]
-        eval_s = sh(evaluate, log)
-        report = json.loads((cell / "report" / "report.json").read_text())
-        summary = json.loads((cell / "run" / "summary.json").read_text())
-        rc = json.loads((recognizer / "config.json").read_text())
-        clip = rc["config"].get("clip", {})
-        preset = rc["config"].get("preset") or rc["config"].get("encoder", {}).get("preset", "")
-        backbone = rc.get("backbone", {}).get("name_or_path") or \
-            f"none ({GCN_NAMES.get(recipe, recipe)} {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
-        if rc.get("text_encoder"):  # sugar's alignment stage: a GCN encoder + a frozen sentence encoder
-            backbone = f"{rc['text_encoder']} text encoder (frozen) + GCN encoder {preset}, " \
-                       f"{rc.get('parameters', 0) / 1e6:.2f}M params"
-        row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": recipe, "backbone": backbone,
-               "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
-               "chance": report["chance"], "test_sequences": report["sequences"],
-               **({"input": input_text(clip)} if clip else
-                  {"input": bridge_text(rc["config"]["bridge"])} if "window" in rc["config"].get("bridge", {}) else {}),
-               **({"rotated": report["rotated"]} if report.get("rotated") else {}),
-               **({"classes": report["classes"]} if report.get("classes") else {}),
-               **({"candidates": report["candidates"]} if report.get("candidates") else {}),
-               "seconds_per_epoch": round(train_s / (summary["metrics"]["epoch"] + 1), 1),
-               "epochs": summary["metrics"]["epoch"] + 1, "steps": summary["metrics"]["step"],
-               "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
-               "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (prepare, train, evaluate)],
-               "date": time.strftime("%Y-%m-%d")}
-        (cell / "row.json").write_text(json.dumps(row, indent=2) + "\n")
-        ROWS.mkdir(parents=True, exist_ok=True)
-        (ROWS / f"{cell.name}.json").write_text(json.dumps(row, indent=2) + "\n")
-        print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
+        final = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])  # <run>/<stage>/...
+        stages = [p for p in sorted((cell / "run").glob("*/recognizer")) if args.stage_rows]
+        for recognizer in [final, *stages]:
+            row = cell_row(args, recipe, ds, cell, shards, made, train, train_s, recognizer, final)
+            name = cell.name if recognizer == final else f"{cell.name}-{recognizer.parent.name}"
+            (cell / f"{'row' if recognizer == final else name}.json").write_text(json.dumps(row, indent=2) + "\n")
+            ROWS.mkdir(parents=True, exist_ok=True)
+            (ROWS / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
+            print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
+
+
+def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, train: list, train_s: float,
+             recognizer: Path, final: Path) -> dict:
+    """Evaluate one recognizer of a trained cell on the test split -> its row."""
+    _, _, protocol, split_text = DATASETS[ds]
+    report_dir = cell / ("report" if recognizer == final else f"report-{recognizer.parent.name}")
+    evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards),
+                "--split", "test", "--report", rel(report_dir),
+                *(["--rotate", args.rotate] if args.rotate else []),
+                *shlex.split(args.evaluate_flags or "")]
+    eval_s = sh(evaluate, cell / "log.txt")
+    report = json.loads((report_dir / "report.json").read_text())
+    summary = json.loads((cell / "run" / "summary.json").read_text())
+    rc = json.loads((recognizer / "config.json").read_text())
+    clip = rc["config"].get("clip", {})
+    preset = rc["config"].get("preset") or rc["config"].get("encoder", {}).get("preset", "")
+    backbone = rc.get("backbone", {}).get("name_or_path") or \
+        f"none ({GCN_NAMES.get(recipe, recipe)} {preset}, {rc.get('parameters', 0) / 1e6:.2f}M params)"
+    if rc.get("text_encoder"):  # sugar's alignment stage: a GCN encoder + a frozen sentence encoder
+        backbone = f"{rc['text_encoder']} text encoder (frozen) + GCN encoder {preset}, " \
+                   f"{rc.get('parameters', 0) / 1e6:.2f}M params"
+    video = "frames" in rc.get("config", {}).get("video", {})
+    if video:
+        backbone = video_backbone(rc)
+    name = recipe if recognizer == final else f"{recipe} ({rc.get('stage')} stage)"
+    row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": name, "backbone": backbone,
+           "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
+           "chance": report["chance"], "test_sequences": report["sequences"],
+           **({"input": input_text(clip)} if clip else
+              {"input": bridge_text(rc["config"]["bridge"])} if "window" in rc["config"].get("bridge", {}) else
+              {"input": f"rendered stick-figure video, {args.video_size} px"} if video else {}),
+           **({"tokens_per_video": report.get("tokens_per_video"), "codes_used": report.get("codes_used")}
+              if video else {}),
+           **({"rotated": report["rotated"]} if report.get("rotated") else {}),
+           **({"classes": report["classes"]} if report.get("classes") else {}),
+           **({"candidates": report["candidates"]} if report.get("candidates") else {}),
+           "seconds_per_epoch": round(train_s / (summary["metrics"]["epoch"] + 1), 1),
+           "epochs": summary["metrics"]["epoch"] + 1, "steps": summary["metrics"]["step"],
+           "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
+           "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (*made, train, evaluate)],
+           "date": time.strftime("%Y-%m-%d")}
+    return row
 
 
 def ensemble(args) -> None:
@@ -270,6 +317,11 @@ def main() -> None:
     r.add_argument("--rotate", default=None, help="also evaluate the test set rotated by these angles (0,30,60,90)")
     r.add_argument("--evaluate-flags", default=None, help="more `actionllm evaluate` flags, one string (e.g. "
                    "'--classes \"a,b\"' for an unseen-class run, '--candidates K.jsonl' for a cross-dataset one)")
+    r.add_argument("--video", action="store_true", help="render the skeletons to videos first (`actionllm render`) "
+                   "and train on the video shards (a video recipe: lvlm-var)")
+    r.add_argument("--video-size", type=int, default=112, help="rendered frame size (--video)")
+    r.add_argument("--stage-rows", action="store_true", help="also a row for each earlier stage's recognizer "
+                   "(e.g. lvlm-var's vst stage, a classifier in its own right)")
     r.add_argument("extra", nargs="*", help="extra `actionllm train` flags after --")
     e = sub.add_parser("ensemble", help="evaluate finished cells together (sum of their probabilities)")
     e.add_argument("--cells", required=True, help="comma-separated cell folders under --work (one dataset)")

@@ -59,7 +59,8 @@ def encode_rows(rows: list[dict], encoder, frames: int) -> list[dict]:
 
 
 def write_cache(folder: Path, rows: Iterable[dict], meta: dict) -> Path:
-    """Feature rows -> the cache folder, written whole or not at all (a temporary file renamed at the end)."""
+    """Feature rows -> the cache folder, written whole or not at all (a temporary file renamed at the end; two
+    processes building the same cache both finish, the last rename wins with the same content)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     table = pa.table({"sample_id": [r["sample_id"] for r in rows], "split": [r["split"] for r in rows],
@@ -68,7 +69,7 @@ def write_cache(folder: Path, rows: Iterable[dict], meta: dict) -> Path:
                       "feat_dim": pa.array([r["feat_dim"] for r in rows], pa.int32()),
                       "features": pa.array([np.asarray(r["features"], np.float32) for r in rows],
                                            pa.list_(pa.float32()))}, schema=SCHEMA)
-    tmp = folder / (FEATURES + ".tmp")
+    tmp = folder / f"{FEATURES}.{os.getpid()}.tmp"  # parallel builders (tune trials) never share a file
     pq.write_table(table, tmp)
     (folder / "cache.json").write_text(json.dumps({**meta, "videos": len(rows)}, indent=2) + "\n")
     tmp.rename(folder / FEATURES)

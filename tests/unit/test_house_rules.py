@@ -16,7 +16,8 @@ def test_import_actionllm_does_not_import_ray():
     code = (
         "import sys, actionllm, actionllm.skeleton.layouts, actionllm.skeleton.transforms, "
         "actionllm.skeleton.shards, actionllm.skeleton.prepare, actionllm.skeleton.synth_gait, actionllm.methods, "
-        "actionllm.evaluation, actionllm.inference\n"
+        "actionllm.evaluation, actionllm.inference, actionllm.video.render, actionllm.video.folder, "
+        "actionllm.video.decode, actionllm.video.features, actionllm.components.visual_encoder\n"
         "from actionllm.skeleton.formats import load_all; load_all()\n"
         "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
         "assert not bad, bad"

@@ -57,8 +57,15 @@ class FeatureCollate:
 
 
 class VideoInput:
-    """What both stages share: the frozen visual encoder (loaded on first use, never saved in the folder: the
-    config names it) and clips or features -> a feature batch."""
+    """What both stages share: feature rows in training, the frozen visual encoder (loaded on first use, never
+    saved in the folder: the config names it) and clips or features -> a feature batch at inference."""
+
+    @classmethod
+    def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
+        return FeaturePreprocessor()
+
+    def collate_fn(self) -> FeatureCollate:
+        return FeatureCollate()
 
     @property
     def encoder(self):
@@ -106,13 +113,6 @@ class VSTRecognizer(VideoInput, RecognizerBase):
         feat_dim = feat_dim or encoder_width(self.cfg)
         self.vst = VST(feat_dim, hidden_size(self.cfg.backbone), len(class_names), self.cfg.vst, seed=seed)
         self.restarted = 0
-
-    @classmethod
-    def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
-        return FeaturePreprocessor()
-
-    def collate_fn(self) -> FeatureCollate:
-        return FeatureCollate()
 
     @classmethod
     def build_from_folder(cls, folder: Path, meta: dict, device: str = "cpu", shared: dict | None = None):
@@ -221,13 +221,6 @@ class LVLMVARRecognizer(VideoInput, LoraRecognizer):
         tail = self.tokenizer(" " + text, add_special_tokens=False)["input_ids"] if text else []
         return self.scorer.name_ids(name) + self.tokenizer(".", add_special_tokens=False)["input_ids"] + tail + \
             [self.scorer.eos]
-
-    @classmethod
-    def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
-        return FeaturePreprocessor()
-
-    def collate_fn(self) -> FeatureCollate:
-        return FeatureCollate()
 
     @classmethod
     def folder_extras(cls, folder: Path, meta: dict) -> dict:
