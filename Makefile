@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(PY) bench/train_overhead.py
 	$(PY) bench/evaluate_speed.py
 	$(PY) bench/joint2text_tokens.py
+	$(PY) bench/video_throughput.py
 
 clean:
 	rm -rf $(VENV) data/demo .pytest_cache
