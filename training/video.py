@@ -5,6 +5,7 @@ the driver writes the cache. Training then holds the cached features in memory (
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -64,8 +65,6 @@ def ensure_features(data: str, recipe_cfg, cpus: float = 1.0, batch: int = 8) ->
 def feature_items(folder: str, split: str, exclude: frozenset[int] = frozenset(), seed: int | None = None
                   ) -> list[dict]:
     """One split's cached feature rows (train: shuffled once with `seed`)."""
-    from pathlib import Path
-
     rows = read_cache(Path(folder), split, exclude)
     if seed is not None:
         rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
