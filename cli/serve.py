@@ -22,21 +22,32 @@ def serve(
     max_replicas: int = typer.Option(None, min=1, help="recognizer replicas at most (autoscaling)"),
     max_models: int = typer.Option(None, min=1, help="recognizers one replica holds (LRU-evicted beyond)"),
     num_cpus: float = typer.Option(None, min=0, help="CPUs per recognizer replica"),
+    video_root: list[str] = typer.Option([], help="video recognizers: a directory (or s3:// gs:// prefix) whose "
+                                          "files a request may name by `video_uri` (repeatable; default: none, "
+                                          "video_uri refused; uploads always work)"),
+    max_video_mb: float = typer.Option(None, min=0.001, help="largest video upload or video_uri file, MiB "
+                                       "(default 50)"),
+    max_video_frames: int = typer.Option(None, min=1, help="videos with more frames are refused (default 10000)"),
+    max_video_side: int = typer.Option(None, min=16, help="videos wider or taller than this are refused, pixels "
+                                       "(default 4096)"),
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
-    once: Path = typer.Option(None, help="send one request and stop: a JSON request body, or a shard folder "
-                              "(its first test sequence); prints the answer"),
+    once: Path = typer.Option(None, help="send one request and stop: a JSON request body, a shard folder "
+                              "(its first test sequence), or a video file (uploaded); prints the answer"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="with --once: show Ray's logs here (default: a log "
                                  "file, named at the end)"),
 ) -> None:
-    """Serve recognizers over HTTP with Ray Serve: POST /v1/recognize, WS /v1/stream, /v1/models, /metrics, a
-    web page at /. Runs until Ctrl-C (or, with --once, answers one request and stops)."""
+    """Serve recognizers over HTTP with Ray Serve: POST /v1/recognize (skeleton JSON, or for video recognizers a
+    multipart `video` upload or a `video_uri` under --video-root), WS /v1/stream, /v1/models, /metrics, a web page
+    at /. Runs until Ctrl-C (or, with --once, answers one request and stops)."""
     from pydantic import ValidationError
 
     from services.launch import serve_config, start
 
     try:
         cfg = serve_config(checkpoint, config, min_replicas=min_replicas, max_replicas=max_replicas,
-                           max_models=max_models, num_cpus=num_cpus)
+                           max_models=max_models, num_cpus=num_cpus, video_roots=video_root,
+                           max_video_mb=max_video_mb, max_video_frames=max_video_frames,
+                           max_video_side=max_video_side)
     except ValidationError as err:
         fail(f"invalid serve config:\n{err}")
     except (FileNotFoundError, ValueError, KeyError) as err:

@@ -1,6 +1,7 @@
 """The HTTP ingress (FastAPI on Ray Serve): routes, validation, error bodies, auth, the web page.
 
-  POST /v1/recognize    one sequence -> label, probabilities, per-window answers, explanation
+  POST /v1/recognize    one sequence -> label, probabilities, per-window answers, explanation; for a video
+                        recognizer (lvlm-var) one video: a multipart `video` upload, or a JSON `video_uri`
   WS   /v1/stream       frames as they arrive -> one answer per completed window
   GET  /v1/models       the recognizers served      GET /healthz      GET /metrics (Prometheus, whole service)
   GET  /                the web page                GET /docs, /openapi.json
@@ -8,9 +9,14 @@
 The ingress validates and cuts sequences into the model's windows itself (it reads each recognizer's
 config.json, not its weights), then sends the windows to the `RecognizerServer` deployment with the model
 as Serve's multiplexed model id. Bad input never reaches a model: it is a 4xx `{error, field, detail}`.
+
+A video (services/video.py) is checked and decoded here, in a worker thread (the container sniffed, frames and
+size capped, the recognizer's frames sampled at its image size), and its clip (uint8 [T, S, S, 3]) goes to the
+replica as the request's one window; the answer is `actionllm.inference.recognize_clip`'s.
 """
 
 # no `from __future__ import annotations`: FastAPI resolves the routes' annotations at runtime through Serve
+import asyncio
 import hashlib
 import hmac
 import json
@@ -22,15 +28,17 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from actionllm.contract import check_candidates, read_config, read_sample
-from actionllm.inference import aggregate, cut
+from actionllm.inference import aggregate, cut, recognize_clip
 from actionllm.methods import folder_class  # (importing the methods registers every recipe)
 from actionllm.skeleton.layouts import get_layout
 
@@ -41,18 +49,25 @@ from .schemas import (
     ModelInfo,
     RecognizeRequest,
     RecognizeResponse,
+    RecognizeUpload,
     frames_array,
     request_sequence,
     validation_error,
 )
+from .video import FORM_OVERHEAD, Upload, VideoPolicy, allowed_source, decode_clip, read_upload
 
 log = logging.getLogger("ray.serve")
 STATIC = Path(__file__).parent / "static"
-ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 404, 413, 422, 503)}
+ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 413, 415, 422, 503)}
 MODEL_HEADER = "serve_multiplexed_model_id"
+# POST /v1/recognize reads its body itself (JSON or multipart/form-data): its OpenAPI request body, by hand
+RECOGNIZE_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/RecognizeRequest"}},
+    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/RecognizeUpload"}}}}}
 
-api = FastAPI(title="ActionLLM", version="1", description="Skeleton action recognition with LLM-based "
-              "recognizers. Errors are JSON bodies {error, field, detail}.")
+api = FastAPI(title="ActionLLM", version="1", description="Action recognition with LLM-based recognizers: "
+              "skeleton sequences (JSON) and, for video recognizers, videos (multipart upload or `video_uri`). "
+              "Errors are JSON bodies {error, field, detail}.")
 _state: dict = {}  # this process's ingress (one per replica process): limits, key digest, metrics outbox
 
 
@@ -62,13 +77,35 @@ def configure(**settings) -> None:
     _state.update(settings)
 
 
+def _openapi() -> dict:
+    """FastAPI's document plus the two request bodies of POST /v1/recognize (RECOGNIZE_BODY refers to them)."""
+    if api.openapi_schema is None:
+        doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for model in (RecognizeRequest, RecognizeUpload):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
+        api.openapi_schema = doc
+    return api.openapi_schema
+
+
+api.openapi = _openapi
+
+
 def model_info(name: str, path: str) -> ModelInfo:
     meta = read_config(path)
+    cls = folder_class(meta)
+    common = dict(name=name, recipe=meta["recipe"], layout=meta["layout"], dims=meta["dims"],
+                  window=meta.get("window"), stride=meta.get("stride"), classes=meta["class_names"],
+                  sample=read_sample(path) is not None, open_vocabulary=cls.open_vocabulary)
+    if getattr(cls, "features_of", None) is not None:  # a video recognizer (lvlm-var): clips, not joints
+        cfg = cls.config_cls.model_validate(meta["config"])
+        return ModelInfo(**common, joint_names=[], bones=[], input="video", frames=cfg.video.frames,
+                         image_size=cfg.encoder.image_size)
     layout = get_layout(meta["layout"])
-    return ModelInfo(name=name, recipe=meta["recipe"], layout=meta["layout"], dims=meta["dims"],
-                     window=meta.get("window"), stride=meta.get("stride"), classes=meta["class_names"],
-                     joint_names=list(layout.joints), bones=[(int(a), int(b)) for a, b in layout.bone_index],
-                     sample=read_sample(path) is not None, open_vocabulary=folder_class(meta).open_vocabulary)
+    return ModelInfo(**common, joint_names=list(layout.joints),
+                     bones=[(int(a), int(b)) for a, b in layout.bone_index])
 
 
 def request_candidates(body: RecognizeRequest, model: ModelInfo) -> list[dict] | None:
@@ -116,10 +153,12 @@ async def _guard(request: Request, call_next):
     timing breakdown (if it left one) as a `Server-Timing` header."""
     t0 = time.perf_counter()
     request.state.model = "-"
-    limit = _state.get("max_body_bytes", 8 << 20)
+    limit, what = _state.get("max_body_bytes", 8 << 20), "body"
+    if _is_multipart(request.headers.get("content-type")):  # a video upload: its own limit (+ the form's fields)
+        limit, what = _state.get("max_video_bytes", 50 << 20) + FORM_OVERHEAD, "video"
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
-        response = JSONResponse(ApiError(413, "body too large", "body",
+        response = JSONResponse(ApiError(413, f"{what} too large", what,
                                          f"{length} bytes; this service takes at most {limit}").body(), status_code=413)
     elif not _authorised(request.headers.get("authorization"), request.url.path):
         response = JSONResponse(ApiError(401, "unauthorized", "Authorization",
@@ -128,7 +167,7 @@ async def _guard(request: Request, call_next):
         if length is None and request.method in ("POST", "PUT", "PATCH"):
             body = await request.body()  # chunked upload: measure what arrived
             if len(body) > limit:
-                return JSONResponse(ApiError(413, "body too large", "body",
+                return JSONResponse(ApiError(413, f"{what} too large", what,
                                              f"{len(body)} bytes; at most {limit}").body(), status_code=413)
         response = await call_next(request)
     timing = getattr(request.state, "timing", None)
@@ -141,6 +180,14 @@ async def _guard(request: Request, call_next):
         outbox.add("request", getattr(route, "path", "unmatched"), request.state.model, response.status_code,
                    time.perf_counter() - t0)
     return response
+
+
+def _is_multipart(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() == "multipart/form-data"
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
 
 
 def events() -> EventBuffer | None:
@@ -166,6 +213,9 @@ class StreamSession:
     def __init__(self, ingress, start: dict):
         self.ingress = ingress
         self.model = ingress.resolve(start.get("model"), None)
+        if self.model.input != "skeleton":
+            raise ApiError(422, "wrong input", "model", f"model {self.model.name!r} reads videos; the stream takes "
+                           "skeleton frames (POST /v1/recognize takes a video)")
         self.layout = start.get("layout") or self.model.layout
         if self.layout != self.model.layout:
             raise ApiError(422, "wrong layout", "layout", f"model {self.model.name!r} streams layout "
@@ -214,22 +264,34 @@ def _positive(msg: dict, key: str, default):
     return value
 
 
+class _Answered:
+    """recognize_clip's view of a recognizer whose predict_windows already ran in a replica: that output."""
+
+    def __init__(self, out: dict, class_names: list[str]):
+        self.out, self.class_names = out, class_names
+
+    def predict_windows(self, windows: list, batch_size: int = 1) -> dict:
+        return self.out
+
+
 # --- the ingress deployment ---------------------------------------------------------------------------------
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
     def __init__(self, models: dict[str, str], server, collector, max_frames: int = 2000,
                  max_body_bytes: int = 8 << 20, api_key_env: str = "ACTIONLLM_API_KEY",
-                 api_key_sha256: str | None = None):
+                 api_key_sha256: str | None = None, video: dict | None = None):
         """The API key: its SHA-256 as handed over by build_app (the key itself never enters the deployment's
-        config), else the replica's own `api_key_env` variable; neither: no key needed."""
+        config), else the replica's own `api_key_env` variable; neither: no key needed. `video`: VideoPolicy's
+        fields (roots, max_bytes, max_frames, max_side; services/video.py)."""
+        self.video = VideoPolicy(**{k: tuple(v) if k == "roots" else v for k, v in (video or {}).items()})
         self.infos = {name: model_info(name, path) for name, path in models.items()}
         self.samples = {name: read_sample(path) for name, path in models.items()}
         self.default = next(iter(self.infos))
         self.server, self.collector, self.max_frames = server, collector, max_frames
         self.handles: dict = {}  # model name -> the server's handle with that multiplexed model id
         own = os.environ.get(api_key_env)
-        configure(max_body_bytes=max_body_bytes, events=EventBuffer(collector),
+        configure(max_body_bytes=max_body_bytes, max_video_bytes=self.video.max_bytes, events=EventBuffer(collector),
                   api_key_sha256=api_key_sha256 or (key_digest(own) if own else None))
         self.page = (STATIC / "index.html").read_text()
 
@@ -254,11 +316,20 @@ class Ingress:
                     raise ApiError(503, "recognizer unavailable", None, f"{type(err).__name__}; retry later") from None
         raise AssertionError("unreachable")
 
-    @api.post("/v1/recognize", response_model=RecognizeResponse, response_model_exclude_none=True, responses=ERRORS)
-    async def recognize(self, body: RecognizeRequest, request: Request) -> RecognizeResponse:
+    @api.post("/v1/recognize", response_model=RecognizeResponse, response_model_exclude_none=True, responses=ERRORS,
+              openapi_extra=RECOGNIZE_BODY)
+    async def recognize(self, request: Request) -> RecognizeResponse:
+        """A skeleton sequence (JSON: RecognizeRequest), or for a video recognizer a video: a multipart/form-data
+        upload (RecognizeUpload: field `video`), or JSON `video_uri` naming a file under an allowed root."""
         t0 = time.perf_counter()
+        kind = _media_type(request.headers.get("content-type"))
+        if kind == "multipart/form-data":
+            return await self.recognize_upload(request, t0)
+        body = await self.json_request(request, kind)
         model = self.resolve(body.model, request.headers.get(MODEL_HEADER))
         request.state.model = model.name
+        if model.input == "video" or body.video_uri is not None:
+            return await self.recognize_video_uri(body, model, request, t0)
         seq = request_sequence(body, model, self.max_frames)
         candidates = request_candidates(body, model)
         windows, starts = cut(seq, model.window, model.stride)
@@ -273,6 +344,98 @@ class Ingress:
                                 **out.pop("timing", {})}
         # serialised here, once: returned as a model, FastAPI would dump, re-validate and re-encode it
         body = RecognizeResponse(model=model.name, **answer, latency_ms=(t3 - t0) * 1e3)
+        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+
+    @staticmethod
+    async def json_request(request: Request, kind: str) -> RecognizeRequest:
+        """The JSON body as FastAPI would parse it (no Content-Type: JSON), refusals naming the field."""
+        if kind and kind != "application/json" and not kind.endswith("+json"):
+            raise ApiError(415, "unsupported media type", "body", f"{kind!r}; send application/json (a skeleton "
+                           "sequence, or a video_uri) or multipart/form-data (a video upload)")
+        raw = await request.body()
+        if not raw:
+            raise ApiError(422, "invalid request", "body", "Field required (an empty body)")
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ApiError(400, "malformed JSON", "body", str(err)) from None
+        try:
+            return RecognizeRequest.model_validate(doc)
+        except ValidationError as err:
+            raise validation_error(list(err.errors())) from None
+
+    async def recognize_video_uri(self, body: RecognizeRequest, model: ModelInfo, request: Request,
+                                  t0: float) -> Response:
+        if model.input != "video":
+            raise ApiError(422, "wrong input", "video_uri", f"model {model.name!r} reads skeleton sequences "
+                           f"({model.layout}), not videos; send `frames` (GET /v1/models says each model's input)")
+        for name in ("frames", "data", "layout", "fps"):
+            if getattr(body, name) is not None:
+                raise ApiError(422, "wrong input", name, f"model {model.name!r} reads videos, not skeleton "
+                               "sequences: send `video_uri`, or upload the file as multipart form field `video`")
+        if body.video_uri is None:
+            raise ApiError(422, "invalid request", "video_uri", f"model {model.name!r} reads videos: send "
+                           "`video_uri`, or upload the file as multipart form field `video`")
+        source = allowed_source(body.video_uri, self.video)
+        candidates = request_candidates(body, model)
+        return await self.answer_video(source, "video_uri", model, candidates, request, t0)
+
+    async def recognize_upload(self, request: Request, t0: float) -> Response:
+        """multipart/form-data: the `video` part streamed to a temporary file, removed whatever happens."""
+        upload = Upload()
+        try:
+            try:
+                await read_upload(request.stream(), request.headers.get("content-type", ""), upload, self.video)
+            except ClientDisconnect:
+                raise ApiError(400, "upload interrupted", "video", "the client went away mid-upload") from None
+            unknown = sorted(set(upload.fields) - {"model", "candidates"})
+            if unknown:
+                raise ApiError(422, "invalid request", unknown[0], "unknown form field; the form takes `video`, "
+                               "`model` and `candidates`")
+            model = self.resolve(upload.fields.get("model"), request.headers.get(MODEL_HEADER))
+            request.state.model = model.name
+            if model.input != "video":
+                raise ApiError(422, "wrong input", "video", f"model {model.name!r} reads skeleton sequences "
+                               f"({model.layout}), not videos; POST them as JSON `frames` (GET /v1/models says "
+                               "each model's input)")
+            if upload.path is None:
+                raise ApiError(422, "invalid request", "video", "no `video` file in the form")
+            candidates = None
+            if "candidates" in upload.fields:
+                try:
+                    body = RecognizeRequest.model_validate({"candidates": json.loads(upload.fields["candidates"])})
+                except json.JSONDecodeError as err:
+                    raise ApiError(422, "invalid request", "candidates", f"not JSON: {err}") from None
+                except ValidationError as err:
+                    raise validation_error(list(err.errors())) from None
+                candidates = request_candidates(body, model)
+            return await self.answer_video(upload.path, "video", model, candidates, request, t0)
+        finally:
+            upload.remove()
+
+    async def answer_video(self, source: str, field: str, model: ModelInfo, candidates: list[dict] | None,
+                           request: Request, t0: float) -> Response:
+        """Check and decode the video (a worker thread: FFmpeg blocks), its clip through a replica as the one
+        window, and recognize_clip's answer as a RecognizeResponse."""
+        td = time.perf_counter()
+        clip, info = await asyncio.to_thread(decode_clip, source, model.frames, model.image_size, self.video, field)
+        t1 = time.perf_counter()
+        out = await self.run_windows(model, [clip], candidates)
+        t2 = time.perf_counter()
+        timing = out.pop("timing", {})
+        names = model.classes if candidates is None else [c["name"] for c in candidates]
+        answer = recognize_clip(_Answered(out, names), clip)  # the one-clip answer, as in-process
+        text = answer["explanation"].get("text")
+        window = {"start": 0, "end": info["num_frames"], "label": answer["label"],
+                  "probabilities": answer["probabilities"], **({"generated": text} if text is not None else {})}
+        t3 = time.perf_counter()
+        request.state.timing = {"validate": (td - t0) * 1e3, "decode": (t1 - td) * 1e3, "call": (t2 - t1) * 1e3,
+                                "aggregate": (t3 - t2) * 1e3, **timing}
+        body = RecognizeResponse(
+            model=model.name, label=answer["label"], probabilities=answer["probabilities"], windows=[window],
+            explanation={"frame_weights": answer["explanation"]["frame_weights"], "joint_weights": [],
+                         "joint_names": [], "text": text},
+            semantic_tokens=answer.get("semantic_tokens"), video=info, latency_ms=(t3 - t0) * 1e3)
         return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
     @api.get("/v1/models", response_model=list[ModelInfo])

@@ -16,6 +16,7 @@ from actionllm.contract import read_config
 
 from .api import Ingress, key_digest
 from .deployments import MetricsCollector, recognizer_server
+from .video import normalise_root
 
 INGRESS_MAX_ONGOING = 256  # requests one ingress replica holds at once
 
@@ -61,6 +62,11 @@ class ServeConfig(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     max_frames: int = Field(2000, ge=1)
     max_body_bytes: int = Field(8 << 20, ge=1024)
+    video_roots: list[str] = Field([], description="directories (or s3:// gs:// prefixes) whose videos a request "
+                                   "may name by `video_uri`; none: video_uri is refused (uploads still work)")
+    max_video_bytes: int = Field(50 << 20, ge=1024, description="largest video upload / video_uri file (bytes)")
+    max_video_frames: int = Field(10_000, ge=1, description="videos with more frames are refused")
+    max_video_side: int = Field(4096, ge=16, description="videos wider or taller (pixels) are refused")
     api_key_env: str = Field("ACTIONLLM_API_KEY", description="env var holding the API key (unset: no key)")
     ingress_replicas: int = Field(1, ge=1)
 
@@ -73,6 +79,11 @@ class ServeConfig(BaseModel):
         for m in models:
             read_config(m.path)  # a clear error now, not a replica crash later
         return models
+
+    @field_validator("video_roots")
+    @classmethod
+    def _roots(cls, roots: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalise_root(r) for r in roots))  # absolute, checked, deduplicated
 
 
 def model_refs(checkpoints: list[str]) -> list[dict]:
@@ -107,4 +118,6 @@ def build_app(args: dict):
     return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0},
                            max_ongoing_requests=INGRESS_MAX_ONGOING).bind(
         models, server, collector, max_frames=cfg.max_frames, max_body_bytes=cfg.max_body_bytes,
-        api_key_env=cfg.api_key_env, api_key_sha256=key_digest(key) if key else None)
+        api_key_env=cfg.api_key_env, api_key_sha256=key_digest(key) if key else None,
+        video={"roots": cfg.video_roots, "max_bytes": cfg.max_video_bytes, "max_frames": cfg.max_video_frames,
+               "max_side": cfg.max_video_side})

@@ -109,7 +109,8 @@ def recognizer_server(max_models: int):
             return await asyncio.get_running_loop().run_in_executor(None, self._load, model_id)
 
         async def predict(self, windows: list[np.ndarray], candidates: list[dict] | None = None) -> dict:
-            """The windows of one request -> predict_windows' output for them (model from the multiplexed id;
+            """The windows of one request -> predict_windows' output for them (model from the multiplexed id; a
+            video request's one window is its decoded clip, uint8 [T, S, S, 3];
             `candidates`: classes named by the request, for open-vocabulary recognizers), plus `timing` (ms):
             queue (waiting for the model), model (its batch's forward), replica (all of this call)."""
             t0 = time.perf_counter()
@@ -149,8 +150,9 @@ def recognizer_server(max_models: int):
                                   "frame_weights": out["frame_weights"][s:s + n],
                                   "joint_weights": out["joint_weights"][s:s + n],
                                   "joint_names": out["joint_names"],
-                                  # per-window extras a recipe returns (llm-ar: the LLM's generated text)
-                                  **{k: out[k][s:s + n] for k in ("generated",) if k in out}}
+                                  # per-window extras a recipe returns (llm-ar, lvlm-var: the LLM's generated
+                                  # text; lvlm-var: each video's semantic tokens)
+                                  **{k: out[k][s:s + n] for k in ("generated", "semantic_tokens") if k in out}}
                     s += n
             model_ms = (time.perf_counter() - t0) * 1e3
             windows = sum(len(w) for _, w, _ in items)

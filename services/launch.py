@@ -50,6 +50,13 @@ def serve_config(checkpoints: list[str], config: Path | None = None, **overrides
         doc["max_models_per_replica"] = overrides["max_models"]
     if overrides.get("num_cpus") is not None:
         doc["num_cpus"] = overrides["num_cpus"]
+    if overrides.get("video_roots"):  # --video-root (repeatable) replaces the config's roots
+        doc["video_roots"] = list(overrides["video_roots"])
+    if overrides.get("max_video_mb") is not None:
+        doc["max_video_bytes"] = int(overrides["max_video_mb"] * (1 << 20))
+    for key in ("max_video_frames", "max_video_side"):
+        if overrides.get(key) is not None:
+            doc[key] = overrides[key]
     return ServeConfig.model_validate(doc)
 
 
@@ -85,15 +92,23 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
         f"POST {url}/v1/recognize, web page {url}/, docs {url}/docs, metrics {url}/metrics)")
     if once is not None:
         try:
-            body = first_request(once)
-            truth = body.pop("_true_label", None)
             import httpx
+
+            from actionllm.video.decode import VIDEO_EXTENSIONS
 
             headers = {}
             key = os.environ.get(cfg.api_key_env)
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            r = httpx.post(f"{url}/v1/recognize", json=body, headers=headers, timeout=300)
+            if Path(once).suffix.lower() in VIDEO_EXTENSIONS:  # a video: uploaded to the first (video) model
+                truth = None
+                with open(once, "rb") as f:
+                    r = httpx.post(f"{url}/v1/recognize", files={"video": (Path(once).name, f)}, headers=headers,
+                                   timeout=300)
+            else:
+                body = first_request(once)
+                truth = body.pop("_true_label", None)
+                r = httpx.post(f"{url}/v1/recognize", json=body, headers=headers, timeout=300)
             answer = r.json()
             if r.status_code != 200:
                 raise RuntimeError(f"the service answered {r.status_code}: {answer}")

@@ -62,6 +62,22 @@ class RecognizeRequest(BaseModel):
     candidates: list[Candidate] | None = Field(
         None, min_length=2, max_length=MAX_CANDIDATES, description="open-vocabulary recognizers only: answer among "
         "these classes instead of the trained ones (a user adds an action by naming it, without retraining)")
+    video_uri: str | None = Field(
+        None, max_length=4096, description="video recognizers (GET /v1/models: input `video`): a video file the "
+        "service reads, under a directory (or s3:// / gs:// prefix) its operator allows (`actionllm serve "
+        "--video-root`); or upload the file instead as multipart/form-data field `video`")
+
+
+class RecognizeUpload(BaseModel):
+    """A video to recognise, as multipart/form-data (video recognizers: GET /v1/models says input `video`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    video: bytes = Field(json_schema_extra={"format": "binary"}, description="the video file (MP4/MOV, "
+                         "Matroska/WebM or AVI); the service's size and frame limits apply")
+    model: str | None = Field(None, max_length=200, description="recognizer name (GET /v1/models); default: the "
+                              "serve_multiplexed_model_id header, else the first model")
+    candidates: str | None = Field(None, description="open-vocabulary recognizers only: a JSON list of "
+                                   "{name, texts?} (as the JSON body's `candidates`)")
 
 
 class WindowAnswer(BaseModel):
@@ -74,9 +90,25 @@ class WindowAnswer(BaseModel):
 
 
 class Explanation(BaseModel):
-    frame_weights: list[float] = Field(description="weight of each frame of the sequence (sums to 1)")
-    joint_weights: list[float] = Field(description="weight of each joint in `joint_names` (mean over windows)")
+    frame_weights: list[float] = Field(description="weight of each frame of the sequence (sums to 1); for a "
+                                       "video, of each frame the model sampled (`video.sampled_frames`)")
+    joint_weights: list[float] = Field(description="weight of each joint in `joint_names` (mean over windows; "
+                                       "empty for a video)")
     joint_names: list[str] = Field(description="the joints the model reads (its bridge may drop or add some)")
+    text: str | None = Field(None, description="generative video recognizers (lvlm-var): the model's own "
+                             "explanation, \"{class}. {why}\" (display only; `label` comes from the class scores)")
+
+
+class VideoInfo(BaseModel):
+    """What the service read of a video."""
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    duration_s: float
+    sampled_frames: list[int] = Field(description="the frames the model saw (one per equal segment)")
 
 
 class RecognizeResponse(BaseModel):
@@ -85,6 +117,9 @@ class RecognizeResponse(BaseModel):
     probabilities: dict[str, float]
     windows: list[WindowAnswer]
     explanation: Explanation
+    semantic_tokens: list[int] | None = Field(None, description="lvlm-var: the video's semantic tokens (codebook "
+                                              "entries, repeats collapsed) that the LLM read")
+    video: VideoInfo | None = Field(None, description="video requests: the file as the service read it")
     latency_ms: float
 
 
@@ -100,6 +135,11 @@ class ModelInfo(BaseModel):
     bones: list[tuple[int, int]] = Field(description="joint index pairs of the layout (for drawing)")
     sample: bool = Field(False, description="GET /v1/models/{name}/sample has a real sequence of its data")
     open_vocabulary: bool = Field(False, description="POST /v1/recognize takes `candidates` for this model")
+    input: Literal["skeleton", "video"] = Field("skeleton", description="what POST /v1/recognize takes for this "
+                                                "model: skeleton frames (JSON), or a video (multipart `video`, or "
+                                                "`video_uri`)")
+    frames: int | None = Field(None, description="video models: the frames sampled from each video")
+    image_size: int | None = Field(None, description="video models: the side the sampled frames are resized to")
 
 
 def _field(loc: tuple) -> str:
