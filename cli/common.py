@@ -26,3 +26,11 @@ def parse_option(text: str) -> tuple[str, object]:
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def refuse_damaged(problems: list[str], path) -> None:
+    """A damaged input (actionllm/checks.py found `problems`): fail with the first, on one line, pointing to
+    `actionllm check` for the rest. Does nothing when there are none."""
+    if problems:
+        more = f" (and {len(problems) - 1} more: actionllm check {path})" if len(problems) > 1 else ""
+        fail(problems[0] + more)

@@ -151,6 +151,29 @@ def info(data: Path = typer.Argument(..., help="a shard folder written by prepar
 
 
 @app.command()
+def check(paths: list[str] = typer.Argument(..., help="shard folders (manifest.json) and/or recognizer folders "
+                                            "(config.json); a shard folder may be a storage URI")) -> None:
+    """Check shard folders and recognizer folders without training: every file there, readable, whole and as
+    described (a shard folder: its manifest's shards, schema, counts, labels and sha256 hashes -- a shard changed
+    since prepare is named; a recognizer folder: config.json and every safetensors file its recipe loads).
+
+    Prints `ok: DIR (...)` for each intact folder and each problem on its own line; exit 2 when any."""
+    from actionllm.checks import check_path
+
+    bad = False
+    for path in paths:
+        report = check_path(path)
+        for problem in report.problems:
+            console.print(f"[bold red]error:[/] {problem}", highlight=False)
+        if report.problems:
+            bad = True
+        else:
+            out.print(f"ok: {path} ({report.summary})", highlight=False)
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
 def stream(
     data: Path = typer.Option(..., "--data", help="shard folder"),
     window: int = typer.Option(18, min=1, help="window size N (frames)"),

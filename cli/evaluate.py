@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import app, console, fail, out, parse_option
+from .common import app, console, fail, out, parse_option, refuse_damaged
 
 
 @app.command()
@@ -30,18 +30,26 @@ def evaluate(
                                     "instead of the trained ones -- a knowledge .jsonl (names + their texts) or a "
                                     "text file of names, one a line; sequences are matched to them by class name, so "
                                     "the data may be another dataset's (cross-dataset zero-shot)"),
+    no_adapter: bool = typer.Option(False, "--no-adapter", help="LoRA recipes: answer with the LoRA adapter "
+                                    "switched off (the pretrained LLM on the trained inputs: the zero-shot ablation "
+                                    "of LVLM-VAR's Table 2)"),
 ) -> None:
     """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
+    from actionllm.checks import check_recognizer, check_shards
     from actionllm.evaluation import evaluate as run_eval
 
     try:
         angles = [float(a) for a in rotate.split(",") if a.strip()] if rotate else None
     except ValueError:
         fail(f"--rotate {rotate!r}: give angles in degrees separated by commas, e.g. 0,30,60,90")
+    for c in checkpoint:  # damaged inputs: one line naming the file (actionllm/checks.py), before loading anything
+        refuse_damaged(check_recognizer(c), c)
+    refuse_damaged(check_shards(data, hashes=None), data)
     try:
         result = run_eval([str(c) for c in checkpoint], str(data), split=split, report=str(report) if report else None,
                           limit=limit, classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-                          rotate=angles, up=up, candidates=read_candidates(candidates) if candidates else None)
+                          rotate=angles, up=up, candidates=read_candidates(candidates) if candidates else None,
+                          adapter=not no_adapter)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     if "ensemble" in result:
@@ -87,10 +95,12 @@ def predict(
 ) -> None:
     """Recognise the sequences of a local file or folder (no server, no Ray). Pickle formats run code.
     `--format video`: a video file, or a folder of them (an lvlm-var recognizer)."""
+    from actionllm.checks import check_recognizer
     from actionllm.inference import predict_items, predict_videos
     from actionllm.methods import load_recognizer
     from actionllm.skeleton.formats import FormatError, get_reader
 
+    refuse_damaged(check_recognizer(checkpoint), checkpoint)  # a missing or truncated file: one line naming it
     if format == "video":
         from actionllm.video.decode import VIDEO_EXTENSIONS
 

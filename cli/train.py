@@ -66,13 +66,23 @@ def train(
     from pydantic import ValidationError
 
     from actionllm import storage
+    from actionllm.checks import check_shards
+    from actionllm.errors import validation_line
     from actionllm.registry import get_recipe, knob_overrides
     from training.config import TrainConfig
-    from training.train import run_training
 
+    from .common import refuse_damaged
     from .progress import TrainProgress, run_log, stop_ray
 
     log = None
+
+    def invalid(err: ValidationError, prefix: str = "") -> None:
+        """One line naming the YAML file (or --set, when a --set value is at fault) and each field at fault:
+        `bad.yaml: epochs: Input should be a valid integer, ...`."""
+        line = validation_line(err, prefix)
+        keys = {t.split("=", 1)[0].strip() for t in settings}
+        by_set = line.split(":", 1)[0] in keys | {f"recipe_config.{k}" for k in keys}
+        fail(f"{'--set' if by_set else config or 'invalid training config'}: {line}")
 
     flags = {"recipe": recipe, "stage": stage, "data": data, "output": output, "workers": workers, "use_gpu": use_gpu,
              "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr}
@@ -85,15 +95,32 @@ def train(
             "window": window, "stride": stride, "rank": rank, "backbone": backbone, "gguf_file": gguf_file,
             "precision": precision, "prompt": prompt, "pooling": pooling, "frames": frames, "preset": preset}))
         tc = tc.with_settings(settings)
+    except ValidationError as err:
+        invalid(err)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        fail(str(err).strip('"'))
+    try:
         get_recipe(tc.recipe).config(tc.recipe_config)  # validate before starting Ray
+        # the data folder, before Ray starts: a damaged shard is one line naming it, not a traceback from a Ray
+        # worker (footers, schema, counts, labels; the sha256 hashes while the shards total under 2 GiB and are
+        # local: actionllm/checks.py)
+        problems = check_shards(tc.data, hashes=None)
+    except ValidationError as err:
+        invalid(err, "recipe_config")
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        fail(str(err).strip('"'))
+    refuse_damaged(problems, tc.data)
+    from training.train import run_training
+
+    try:
         run_dir = storage.local_run_dir(tc.output)
         with run_log(run_dir / "train.log", verbose) as log, TrainProgress(run_dir):
             try:
                 summary = run_training(tc, address=address)
             finally:  # Ray's log monitor keeps printing while Ray runs: stop it before the terminal is ours again
                 stop_ray()
-    except ValidationError as err:
-        fail(f"invalid training config:\n{err}")
+    except ValidationError as err:  # a stage's config (for_stage)
+        invalid(err)
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
     except Exception as err:  # a failure inside Ray: its traceback is in the log
@@ -162,7 +189,9 @@ def tune(
                              search=search, base_overrides=base, grace_period=grace_period,
                              reduction_factor=reduction_factor, resume=resume, address=address, seed=seed)
     except ValidationError as err:
-        fail(f"invalid training config:\n{err}")
+        from actionllm.errors import validation_line
+
+        fail(f"invalid training config: {validation_line(err)}")
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
     out.print_json(data=summary)

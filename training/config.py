@@ -126,10 +126,17 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: cannot read ({err})") from None
+        except yaml.YAMLError as err:  # one line: where, and what (PyYAML's own text spans several)
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"{path}{where}: not valid YAML ({what})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
         given = {k: v for k, v in overrides.items() if v is not None}

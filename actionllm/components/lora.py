@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
 from ..contract import RecognizerBase
+from ..errors import check_safetensors
 from .backbone import describe, load_backbone, load_base, save_base
 
 ADAPTER = "adapter_model.safetensors"
@@ -79,6 +80,10 @@ def load_lora_llm(folder: Path, meta: dict, backbone_cfg, device: str = "cpu", s
     """-> (PeftModel with the folder's adapter, tokenizer, adapter name, shared key or None)."""
     from transformers import AutoTokenizer
 
+    check_safetensors(folder / ADAPTER)  # missing or truncated: a ValueError naming it, not PEFT's traceback
+    if meta.get("base_weights"):
+        for f in sorted((folder / meta["base_weights"]).glob("*.safetensors")):
+            check_safetensors(f)
     key = base_key(folder, meta) if shared is not None else None
     name = f"adapter-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]}" if key else "default"
     if key and key in shared:
@@ -91,8 +96,6 @@ def load_lora_llm(folder: Path, meta: dict, backbone_cfg, device: str = "cpu", s
         tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     else:
         model, tokenizer = load_backbone(backbone_cfg, device=device)
-    if not (folder / ADAPTER).is_file():
-        raise FileNotFoundError(f"{folder / ADAPTER} is missing (the recognizer folder is incomplete)")
     llm = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
     if key:
         shared[key] = (llm, tokenizer, {name})
@@ -137,8 +140,7 @@ class LoraRecognizer(RecognizerBase):
     def load_weights(self, folder: str | Path) -> None:
         super().load_weights(folder)
         path = Path(folder) / ADAPTER
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (the recognizer folder is incomplete)")
+        check_safetensors(path)
         set_peft_model_state_dict(self.llm, load_file(str(path)), adapter_name=self.adapter_name)
 
     @classmethod

@@ -19,7 +19,7 @@ import numpy as np
 
 from .formats.base import FormatError, Protocol, Reader, Rejection, unit_hash
 from .sequence import SkeletonSequence
-from .shards import Manifest, RejectedSequence, ShardWriter
+from .shards import Manifest, RejectedSequence, ShardWriter, shard_hashes
 
 SPLITS = ("train", "val", "test")
 
@@ -137,7 +137,7 @@ def convert(items: Iterable[SkeletonSequence | Rejection], output: str | Path, *
         counts={"total": accepted + len(rejected), "accepted": accepted, "rejected": len(rejected),
                 **{s: splits.get(s, 0) for s in SPLITS}},
         per_class={k: dict(v) for k, v in sorted(per_class.items())},
-        rejected=sorted(rejected, key=lambda r: r.sample_id), shards=files,
+        rejected=sorted(rejected, key=lambda r: r.sample_id), shards=files, hashes=shard_hashes(staging, files),
         order=f"shuffled (files and a {shuffle_buffer}-sequence buffer, seed {seed})" if shuffle_buffer > 1 else "source",
         frames={"min": float(np.min(frames)), "median": float(np.median(frames)), "max": float(np.max(frames))},
         seconds=round(time.perf_counter() - start, 3), notes=list(notes),

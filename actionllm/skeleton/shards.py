@@ -7,6 +7,7 @@ schema, for multi-body sources (NTU, PYSKL); `split` holds the chosen protocol's
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from .. import storage
+from ..errors import validation_line
 from .sequence import SkeletonSequence
 
 CONVERTER_VERSION = "1"
@@ -68,6 +70,9 @@ class Manifest(BaseModel):
     seconds: float = 0.0
     notes: list[str] = Field(default_factory=list)  # what the user should know (e.g. classes named by index)
     modality: str = "skeleton"  # "video" for video shards (actionllm/video/folder.py); old manifests: skeleton
+    # shard file name -> sha256 of its bytes, as written (`actionllm check` finds a shard changed since; old
+    # manifests have none)
+    hashes: dict[str, str] = Field(default_factory=dict)
 
     def write(self, folder: str | Path) -> Path:
         path = Path(folder) / MANIFEST
@@ -80,7 +85,25 @@ class Manifest(BaseModel):
         path = storage.join(folder, MANIFEST)
         if not storage.exists(path):
             raise FileNotFoundError(f"{folder} is not a shard folder: {MANIFEST} is missing (run `actionllm prepare`)")
-        return cls.model_validate_json(storage.read_text(path))
+        try:
+            return cls.model_validate_json(storage.read_text(path))
+        except ValidationError as err:  # not JSON, or a field of the wrong type: one line naming the file
+            raise ValueError(f"{path}: not a readable manifest ({validation_line(err)})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (a local path or a storage URI), read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    fs, p = storage.resolve(path)
+    with fs.open_input_stream(p) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shard_hashes(folder: str | Path, files: list[str]) -> dict[str, str]:
+    """{file name: sha256} of the shard files of a folder (what prepare records in manifest.json)."""
+    return {name: file_sha256(storage.join(folder, name)) for name in files}
 
 
 # --- rows <-> sequences -------------------------------------------------------------------------------------

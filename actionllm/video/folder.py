@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from .. import storage
 from ..skeleton.formats.base import unit_hash
 from ..skeleton.prepare import SPLITS, val_split
-from ..skeleton.shards import Manifest, RejectedSequence, shard_files
+from ..skeleton.shards import Manifest, RejectedSequence, shard_files, shard_hashes
 from .decode import VIDEO_EXTENSIONS, VideoError, probe
 
 FORMAT = "video-folder"
@@ -210,7 +210,7 @@ def prepare(input: str | Path, output: str | Path, csv_path: str | Path | None =
             counts={"total": len(rows) + len(rejected), "accepted": len(rows), "rejected": len(rejected),
                     **{s: splits.get(s, 0) for s in SPLITS}},
             per_class={k: dict(v) for k, v in sorted(per_class.items())},
-            rejected=sorted(rejected, key=lambda r: r.sample_id), shards=files,
+            rejected=sorted(rejected, key=lambda r: r.sample_id), shards=files, hashes=shard_hashes(staging, files),
             order=f"shuffled (seed {seed})",
             frames={"min": float(np.min(frames)), "median": float(np.median(frames)), "max": float(np.max(frames))},
             seconds=round(time.perf_counter() - start, 3), notes=notes,

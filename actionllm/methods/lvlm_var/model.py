@@ -288,22 +288,25 @@ class LVLMVARRecognizer(VideoInput, LoraRecognizer):
         cands = self.scorer.eval_candidates
         n = len(windows)
         probs = np.zeros((n, len(self.class_names)))
-        generated, weights, codes_out, tokens = [""] * n, [], [], 0
+        generated, weights, codes_out, vecs, tokens = [""] * n, [], [], [], 0
         with no_grad_eval(self):
             self.use_adapter()
-            for s in range(0, n, batch_size):
+            for s in range(0, n, batch_size):  # the VST over every video first ...
                 feats, per_step = self.features_of(windows[s:s + batch_size], device)
-                seqs, vecs, received = self.token_vectors(feats)
+                seqs, v, received = self.token_vectors(feats)
                 weights += self.frame_weights(received, per_step)
                 codes_out += seqs
-                for idx in by_length(vecs).values():
-                    vec = torch.stack([vecs[i] for i in idx])
+                vecs += v
+            for idx in by_length(vecs).values():  # ... then the LLM over videos of equal token counts, batched
+                for g in range(0, len(idx), batch_size):
+                    rows = idx[g:g + batch_size]
+                    vec = torch.stack([vecs[i] for i in rows])
                     scores, _ = self.scorer.score(self.llm, vec, cands)
-                    probs[[s + i for i in idx]] = torch.softmax(scores.float(), -1).cpu().numpy()
-                    for i, text in zip(idx, self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens),
+                    probs[rows] = torch.softmax(scores.float(), -1).cpu().numpy()
+                    for i, text in zip(rows, self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens),
                                        strict=True):
-                        generated[s + i] = text
-                    tokens += len(idx) * self.scorer.prompt_tokens(vec.shape[1], cands)
+                        generated[i] = text
+                    tokens += len(rows) * self.scorer.prompt_tokens(vec.shape[1], cands)
         return {"probabilities": probs, "frame_weights": weights,
                 "joint_weights": [np.zeros(0, np.float32) for _ in windows], "joint_names": [], "tokens": tokens,
                 "generated": generated, "semantic_tokens": codes_out}
