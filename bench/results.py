@@ -121,10 +121,11 @@ def video_backbone(rc: dict) -> str:
     c = rc["config"]
     vst = c.get("vst", {})
     tokens = f"{vst.get('codebook_size', 512)} codes" if vst.get("enabled", True) else "no VST (direct projection)"
-    lora = f"LoRA r {c['lora']['r']}; " if rc.get("stage") == "llm" else ""
-    return (f"{rc.get('backbone', {}).get('name_or_path') or c['backbone']['name_or_path']} ({lora}"
-            f"{c['encoder']['name_or_path']} frozen, {c['encoder']['image_size']} px, {c['video']['frames']} frames; "
-            f"{tokens})")
+    seen = f"{c['encoder']['name_or_path']} frozen, {c['encoder']['image_size']} px, {c['video']['frames']} frames; {tokens}"
+    llm = rc.get("backbone", {}).get("name_or_path") or c["backbone"]["name_or_path"]
+    if rc.get("stage") == "vst":  # the VST and its class head: no LLM yet (its width only)
+        return f"none (VST with its class head: {seen}; tokens {llm}-wide)"
+    return f"{llm} (LoRA r {c['lora']['r']}; {seen})"
 
 
 def run(args) -> None:
@@ -151,6 +152,16 @@ def run(args) -> None:
             ROWS.mkdir(parents=True, exist_ok=True)
             (ROWS / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
             print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
+
+
+def epochs_text(summary: dict, stage: str | None = None) -> int | str:
+    """Epochs of a run: one stage's, or each stage's joined ('60 + 3') for a multi-stage recipe's final row."""
+    stages = summary.get("stages")
+    if stage is not None and stages:
+        return stages[stage]["metrics"]["epoch"] + 1
+    if stages and len(stages) > 1:
+        return " + ".join(str(v["metrics"]["epoch"] + 1) for v in stages.values())
+    return summary["metrics"]["epoch"] + 1
 
 
 def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, train: list, train_s: float,
@@ -189,7 +200,8 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
            **({"classes": report["classes"]} if report.get("classes") else {}),
            **({"candidates": report["candidates"]} if report.get("candidates") else {}),
            "seconds_per_epoch": round(train_s / (summary["metrics"]["epoch"] + 1), 1),
-           "epochs": summary["metrics"]["epoch"] + 1, "steps": summary["metrics"]["step"],
+           "epochs": epochs_text(summary, None if recognizer == final else recognizer.parent.name),
+           "steps": summary["metrics"]["step"],
            "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
            "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (*made, train, evaluate)],
            "date": time.strftime("%Y-%m-%d")}
@@ -240,22 +252,31 @@ def evaluate_cell(args) -> None:
     out = Path(args.work) / f"{args.name}-{args.dataset}"
     log = new_cell(out)
     shards, prepare = shards_of(args.dataset, args, log)
+    made = [prepare]
+    if args.video:
+        shards, more = videos_of(args.dataset, shards, args, log)
+        made += more
     recognizer = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])
     evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards), "--split", "test",
                 "--report", rel(out / "report"), *shlex.split(args.evaluate_flags or "")]
     eval_s = sh(evaluate, log)
     report = json.loads((out / "report" / "report.json").read_text())
-    row = {"dataset": args.dataset, "protocol": f"trained on {trained['dataset']} ({trained['protocol']})",
+    same = args.dataset == trained["dataset"]
+    row = {"dataset": args.dataset,
+           "protocol": trained["protocol"] if same else f"trained on {trained['dataset']} ({trained['protocol']})",
            "split": split_text, "recipe": args.name, "backbone": trained["backbone"], "top1": report["top1"],
            "top5": report["top5"], "macro_f1": report["macro_f1"], "chance": report["chance"],
            "test_sequences": report["sequences"],
+           **({"input": trained["input"]} if same and trained.get("input") else {}),
            **({"classes": report["classes"]} if report.get("classes") else {}),
            **({"candidates": report["candidates"]} if report.get("candidates") else {}),
            "epochs": trained["epochs"], "steps": trained["steps"], "train_s": trained["train_s"],
            "eval_s": round(eval_s, 1), "machine": machine(),
-           "commands": trained["commands"][:2] + [shlex.join(c).replace(str(BIN), "actionllm") for c in
-                                                  (prepare, evaluate)],
-           "note": f"the recognizer of {trained['recipe']} on {trained['dataset']}, evaluated on this dataset",
+           "commands": [c for c in trained["commands"][:-1] if c not in {shlex.join(m).replace(str(BIN), "actionllm")
+                                                                          for m in made}]
+           + [shlex.join(c).replace(str(BIN), "actionllm") for c in (*made, evaluate)],
+           "note": f"the recognizer of the {trained['recipe']} row, evaluated with `{args.evaluate_flags}`" if same else
+                   f"the recognizer of {trained['recipe']} on {trained['dataset']}, evaluated on this dataset",
            "date": time.strftime("%Y-%m-%d")}
     (out / "row.json").write_text(json.dumps(row, indent=2) + "\n")
     (ROWS / f"{out.name}.json").write_text(json.dumps(row, indent=2) + "\n")
@@ -335,6 +356,8 @@ def main() -> None:
     c.add_argument("--work", default="runs/results")
     c.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     c.add_argument("--evaluate-flags", default=None, help="more `actionllm evaluate` flags, one string")
+    c.add_argument("--video", action="store_true", help="evaluate on the dataset rendered to videos (a video recipe)")
+    c.add_argument("--video-size", type=int, default=112, help="rendered frame size (--video)")
     t = sub.add_parser("table", help="render the table from row.json files")
     t.add_argument("--rows", default=str(ROWS), help="folder of row JSONs")
     t.add_argument("--output", default="docs/results.md")
