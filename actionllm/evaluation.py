@@ -85,6 +85,14 @@ def plot_confusion(conf: np.ndarray, class_names: list[str], path: Path) -> None
     plt.close(fig)
 
 
+def modality(data: str) -> str:
+    """What a shard folder holds ("skeleton" or "video"); a folder of shards without a manifest: skeleton."""
+    try:
+        return Manifest.read(data).modality
+    except FileNotFoundError:
+        return "skeleton"
+
+
 def write_confusion(folder: Path, names: list[str], conf: np.ndarray) -> Path:
     """The report folder (created) with confusion.json and confusion.png."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,7 +218,7 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     answer with their adapter off (load_members)."""
     if chunk < 1:
         raise ValueError(f"chunk: at least 1 sequence per call, got {chunk}")
-    if Manifest.read(data).modality == "video":
+    if modality(data) == "video":
         single = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
         if rotate or candidates is not None or len(single) != 1:
             raise ValueError(f"{data} holds videos: --rotate, --candidates and ensembles read skeletons")
