@@ -150,3 +150,18 @@ def msr_request(data_root: Path, index: int = 0) -> tuple[dict, object]:
     reader = get_reader("msr-action3d")(data_root / "msr_action3d")
     seq = next(iter(reader.read_file(reader.files()[index])))
     return {"layout": seq.layout, "fps": float(seq.fps), "frames": seq.joints[0].tolist()}, seq
+
+
+def chromium():
+    """Headless Chromium driven by selenium (Debian `chromium` + `chromium-driver`: `make browser`)."""
+    import shutil
+
+    from selenium import webdriver
+
+    binary, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    assert binary and driver, "headless Chromium is missing: run `make browser` (apt: chromium chromium-driver)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))

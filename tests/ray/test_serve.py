@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port, msr_request, wait_healthy  # noqa: E402
+from conftest import chromium, free_port, msr_request, wait_healthy  # noqa: E402
 
 pytestmark = pytest.mark.ray
 KEY = "test-key-123"
@@ -300,21 +300,6 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     assert len(cases) >= 4  # the operations of /openapi.json were exercised
     assert not [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
     assert "/v1/recognize" in " ".join(c.get("name", "") for c in cases)
-
-
-def chromium():
-    """Headless Chromium driven by selenium (Debian `chromium` + `chromium-driver`: `make browser`)."""
-    import shutil
-
-    from selenium import webdriver
-
-    binary, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    assert binary and driver, "headless Chromium is missing: run `make browser` (apt: chromium chromium-driver)"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
 
 def test_web_page_in_headless_chromium(service, body, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port, msr_request, wait_healthy  # noqa: E402
+from conftest import chromium, free_port, msr_request, wait_healthy  # noqa: E402
 
 pytestmark = pytest.mark.ray
 NAMES = ["high arm wave", "hand clap", "bend"]
@@ -200,21 +200,6 @@ def test_bad_files_and_wrong_inputs_are_4xx_naming_the_field(service, folders, d
         assert msg["type"] == "error" and msg["field"] == "model" and "videos" in msg["detail"]
     # the skeleton model still answers skeleton frames beside the video model
     assert post(service, {**payload, "model": "skel"}).status_code == 200
-
-
-def chromium():
-    """Headless Chromium driven by selenium (as tests/ray/test_serve.py: `make browser`)."""
-    import shutil
-
-    from selenium import webdriver
-
-    binary, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    assert binary and driver, "headless Chromium is missing: run `make browser` (apt: chromium chromium-driver)"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
 
 
 def test_web_page_uploads_a_video_for_a_video_model(service, folders):
