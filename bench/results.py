@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -78,6 +79,11 @@ def ensemble_input(inputs: list[str]) -> str:
     if all(len(x) == 2 for x in parts) and len({x[1] for x in parts}) == 1:
         return " + ".join(x[0] for x in parts) + ", " + parts[0][1]
     return " + ".join(inputs)
+
+
+def slug(name: str) -> str:
+    """A row's name as a file and folder name: 'lvlm-var (zero-shot, LoRA off)' -> 'lvlm-var-zero-shot-LoRA-off'."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-")
 
 
 def rel(path: Path) -> str:
@@ -249,7 +255,7 @@ def evaluate_cell(args) -> None:
     cell = Path(args.work) / args.cell
     trained = json.loads((cell / "row.json").read_text())
     split_text = DATASETS[args.dataset][3]
-    out = Path(args.work) / f"{args.name}-{args.dataset}"
+    out = Path(args.work) / f"{slug(args.name)}-{args.dataset}"
     log = new_cell(out)
     shards, prepare = shards_of(args.dataset, args, log)
     made = [prepare]
@@ -272,9 +278,9 @@ def evaluate_cell(args) -> None:
            **({"candidates": report["candidates"]} if report.get("candidates") else {}),
            "epochs": trained["epochs"], "steps": trained["steps"], "train_s": trained["train_s"],
            "eval_s": round(eval_s, 1), "machine": machine(),
-           "commands": [c for c in trained["commands"][:-1] if c not in {shlex.join(m).replace(str(BIN), "actionllm")
-                                                                          for m in made}]
-           + [shlex.join(c).replace(str(BIN), "actionllm") for c in (*made, evaluate)],
+           "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in made]
+           + [c for c in trained["commands"] if c.startswith("actionllm train ")]
+           + [shlex.join(evaluate).replace(str(BIN), "actionllm")],
            "note": f"the recognizer of the {trained['recipe']} row, evaluated with `{args.evaluate_flags}`" if same else
                    f"the recognizer of {trained['recipe']} on {trained['dataset']}, evaluated on this dataset",
            "date": time.strftime("%Y-%m-%d")}
