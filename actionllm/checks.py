@@ -210,7 +210,7 @@ def recognizer_report(folder: str | Path) -> Report:
         report.problems.append(str(err))
         return report
     from .ensemble import RECIPE as ENSEMBLE
-    from .methods import folder_class
+    from .methods import folder_class, get_recipe
 
     if meta["recipe"] == ENSEMBLE:
         members = (meta.get("config") or {}).get("members") if isinstance(meta.get("config"), dict) else None
@@ -223,6 +223,11 @@ def recognizer_report(folder: str | Path) -> Report:
         return report
     try:
         cls = folder_class(meta)
+        recipe = get_recipe(meta["recipe"])
+        for stage in recipe.stages:  # an earlier stage's folder (llm-ar's vqvae): that stage's files
+            stage_cls = recipe.recognizer_cls(stage)
+            if meta.get("stage") is not None and meta.get("stage") in (stage_cls.stage, *stage_cls.legacy_stages):
+                cls = stage_cls
     except (KeyError, ValueError) as err:
         report.problems.append(f"{folder / 'config.json'}: {str(err).strip(chr(34))}")
         return report

@@ -145,6 +145,7 @@ def test_llm_ar_both_stages_through_the_cli_then_evaluate(tmp_path):
     assert '"top1"' in proc.stdout
     proc = run("evaluate", "--checkpoint", runs / "vqvae" / "recognizer", "--data", shards, check=False)
     assert proc.returncode == 2 and "vqvae" in proc.stderr and "<run>/recognizer" in proc.stderr
+    assert "ok:" in run("check", runs / "vqvae" / "recognizer").stdout  # an earlier stage's folder is whole
 
 
 SUGAR_YAML = """
