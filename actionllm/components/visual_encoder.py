@@ -127,6 +127,20 @@ def check_available(cfg: VisualEncoderConfig) -> None:
     resolve(cfg)
 
 
+def feature_width(cfg: VisualEncoderConfig) -> int:
+    """The width of the encoder's features from its config alone (no weights loaded): what a model reading the
+    features needs to be built, e.g. in every Ray Train worker."""
+    source = resolve(cfg)
+    if cfg.name_or_path == BUILTIN_LITE0:
+        return efficientnet_lite.FEATURES
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=cfg.trust_remote_code)
+    if getattr(config, "model_type", "") in VISION_TOWERS and hasattr(config, "vision_config"):
+        config = config.vision_config
+    return int(getattr(config, "hidden_size", None) or (getattr(config, "hidden_sizes", None) or [0])[-1])
+
+
 def encoder_id(cfg: VisualEncoderConfig) -> str:
     """A stable name for feature-cache keys: `name@size/dtype#hash`, the hash over FEATURES_VERSION and the
     weights' identity: the Lite0 .pth's name (it carries a hash of its content) and size, the same on every

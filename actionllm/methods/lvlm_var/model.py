@@ -26,7 +26,7 @@ from ...components.backbone import hidden_size
 from ...components.clips import object_column
 from ...components.label_scoring import LabelScorer
 from ...components.lora import LoraRecognizer
-from ...components.visual_encoder import load_visual_encoder
+from ...components.visual_encoder import feature_width, load_visual_encoder
 from ...components.vq import collapse_repeats, usage_metrics
 from ...contract import RecognizerBase, no_grad_eval, read_config
 from .config import LVLMVARConfig
@@ -94,8 +94,8 @@ class VideoInput:
 
 
 def encoder_width(cfg: LVLMVARConfig) -> int:
-    """The visual encoder's feature width (loads it: a recognizer needs it to be built)."""
-    return int(load_visual_encoder(cfg.encoder).dim)
+    """The visual encoder's feature width, from its config (no weights loaded in training workers)."""
+    return feature_width(cfg.encoder)
 
 
 class VSTRecognizer(VideoInput, RecognizerBase):
