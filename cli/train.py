@@ -56,12 +56,17 @@ def train(
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's logs and library warnings here "
                                  "(default: they go to <output>/train.log)"),
+    restart: bool = typer.Option(False, "--restart", help="start over: remove the run --output holds (checkpoints, "
+                                 "recognizer, metrics; train.log is kept) instead of resuming it"),
 ) -> None:
     """Train a recognizer with Ray Train: LoRA on the backbone + the head (joints-llm), a whole GCN (stgcn), or
     the action VQ-VAE then LoRA on a generative LLM (llm-ar: --stage vqvae, --stage llm, or both in order).
 
     Streams windows from the shards through Ray Data, trains on --workers workers with DDP, checkpoints every
     epoch and resumes after a worker crash; writes <output>/recognizer (the folder evaluate/serve load).
+
+    Run the same command again after the whole job died (killed, Ctrl-C, machine gone): it resumes from the last
+    checkpoint in --output and says which; a multi-stage recipe skips the stages it finished. --restart starts over.
     """
     from pydantic import ValidationError
 
@@ -110,19 +115,31 @@ def train(
     except (FileNotFoundError, ValueError, KeyError, OSError) as err:
         fail(str(err).strip('"'))
     refuse_damaged(problems, tc.data)
+    from training.resume import clear_run
     from training.train import run_training
 
+    def say(line: str) -> None:
+        console.print(line, highlight=False, soft_wrap=True)
+
+    run_dir = storage.local_run_dir(tc.output)
+    if restart:
+        recipe_stages = list(get_recipe(tc.recipe).stages)
+        earlier = [] if tc.stage else recipe_stages[:-1]  # --stage S --restart: that stage's folder only
+        target = run_dir / tc.stage if tc.stage and tc.stage != recipe_stages[-1] else run_dir
+        if clear_run(target, earlier):
+            say(f"--restart: removed the earlier run in {target}")
     try:
-        run_dir = storage.local_run_dir(tc.output)
         with run_log(run_dir / "train.log", verbose) as log, TrainProgress(run_dir):
             try:
-                summary = run_training(tc, address=address)
+                summary = run_training(tc, address=address, say=say)
             finally:  # Ray's log monitor keeps printing while Ray runs: stop it before the terminal is ours again
                 stop_ray()
     except ValidationError as err:  # a stage's config (for_stage)
         invalid(err)
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
+    except KeyboardInterrupt:
+        fail(f"interrupted: run the same command again to resume from the last checkpoint in {run_dir}", code=130)
     except Exception as err:  # a failure inside Ray: its traceback is in the log
         if verbose:
             raise

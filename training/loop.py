@@ -265,7 +265,9 @@ def train_loop_per_worker(config: dict) -> None:
                 break
         dt = time.perf_counter() - t0
         train_stats = _all_reduce([run_loss, run_correct, float(run_n), float(tokens)])
-        metrics = {"epoch": epoch, "step": step, "train_loss": train_stats[0] / max(train_stats[2], 1),
+        # epochs_done: ASHA's time axis in a search (it stays right for a trial resumed from a checkpoint)
+        metrics = {"epoch": epoch, "epochs_done": epoch + 1, "step": step,
+                   "train_loss": train_stats[0] / max(train_stats[2], 1),
                    **({"train_accuracy": train_stats[1] / max(train_stats[2], 1)}
                       if out.get("logits") is not None else {}),
                    "samples_per_s": train_stats[2] / dt, "epoch_s": dt,

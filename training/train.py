@@ -31,6 +31,7 @@ from actionllm.skeleton.transforms import window_starts
 from .config import TrainConfig
 from .data import init_ray, window_dataset, window_items
 from .loop import train_loop_per_worker
+from .resume import inspect_run
 from .run_storage import checkpoint_path, publish, with_run_dir
 from .telemetry import TrainMetricsExporter
 from .video import ensure_features, feature_items
@@ -156,9 +157,14 @@ def preprocess_in_task(batch: dict, spec: dict) -> dict:
     return _PREPROCESSORS[key](batch)
 
 
-def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
+def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None, say=print) -> dict:
     """Train; returns a summary with the recognizer folder and the last metrics. `callbacks` go to the
-    trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search).
+    trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search). `say` gets the
+    lines a user should read (resuming from which checkpoint, a stage already trained).
+
+    An `--output` that holds this run already (training/resume.py) is resumed from its last checkpoint, or
+    returned as it is when it finished (the summary then has `already_trained: true`); one that holds a run
+    with other settings is refused.
 
     A multi-stage recipe (llm-ar: vqvae, then llm) runs its stages in order unless `tc.stage` names one:
     stage k writes <output>/<stage>/ (its recognizer folder is what the next stage reads), the last stage
@@ -174,7 +180,7 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     if text_encoder is not None:
         check_text_encoder(text_encoder)
     if len(recipe.stages) == 1:
-        return _run_stage(tc, address, callbacks)
+        return _run_stage(tc, address, callbacks, say)
     if storage.is_uri(tc.output):
         raise ValueError(f"--output {tc.output}: a multi-stage recipe ({recipe.name}) writes to a local or shared-"
                          "filesystem folder for now (its second stage reads the first stage's folder as a path)")
@@ -199,7 +205,8 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
                 raise FileNotFoundError(f"recipe_config.{key} {folder} is not a recognizer folder (config.json "
                                         "missing): give the earlier stage's <run>/<stage>/recognizer")
             stc = stc.model_copy(update={"recipe_config": {**stc.recipe_config, key: str(folder)}})
-        summaries[stage] = _run_stage(stc, address, callbacks if last else None)
+        summaries[stage] = _run_stage(stc, address, callbacks if last else None,
+                                      say if last else (lambda line, s=stage: say(f"stage {s}: {line}")))
     summary = summaries[stages[-1]]
     if len(stages) > 1:
         summary = {**summary, "stages": {s: {"recognizer": v["recognizer"], "metrics": v["metrics"]}
@@ -209,7 +216,7 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
     return summary
 
 
-def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
+def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | None = None, say=print) -> dict:
     started_at = time.time()
     manifest = Manifest.read(tc.data)
     if not manifest.class_names:
@@ -228,7 +235,15 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     remote = tc.output if storage.is_uri(tc.output) else None  # s3:// gs:// file://: see training/run_storage.py
     out = storage.local_run_dir(tc.output)
     tc = tc.model_copy(update={"output": str(out), "recipe_config": recipe_cfg.model_dump(mode="json")})
-    (out / "train_config.json").write_text(tc.model_copy(update={"output": remote or str(out)}).model_dump_json(indent=2) + "\n")
+    stored = tc.model_copy(update={"output": remote or str(out)})
+    if remote is None:  # a URI's run is restored by Ray Train from the URI's snapshot, without this check
+        previous = inspect_run(out, stored.model_dump(mode="json"))
+        if previous.state != "none":
+            say(previous.describe(out, tc.epochs))
+        if previous.state == "done":
+            return {**previous.summary, "already_trained": True}
+    start_epoch = previous.epoch + 1 if remote is None and previous.state == "resume" else 0
+    (out / "train_config.json").write_text(stored.model_dump_json(indent=2) + "\n")
     clock = {"started_at": started_at, "checks_s": round(time.time() - started_at, 3), "t": time.perf_counter()}
 
     def lap(name: str) -> None:  # the driver's phases -> summary["timings"] (bench/train_overhead.py)
@@ -269,7 +284,8 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
     if sample is not None:
         write_sample(final, sample)
     summary = {"recognizer": str(final), "checkpoint": result.checkpoint.path, "metrics": metrics,
-               "train_windows": train_windows, "val_windows": val_windows, "data_cache": cached,
+               "start_epoch": start_epoch, "train_windows": train_windows, "val_windows": val_windows,
+               "data_cache": cached,
                "timings": {k: v for k, v in clock.items() if k != "t"}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return publish(out, remote, summary) if remote else summary

@@ -34,6 +34,7 @@ from actionllm.registry import deep_merge, get_recipe, knob_overrides, set_path
 from actionllm.skeleton.shards import Manifest
 
 from .config import TrainConfig
+from .resume import latest_checkpoint
 
 log = logging.getLogger("actionllm.tune")
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -196,17 +197,50 @@ def dataset_facts(data: str) -> dict:
 
 
 # --- the trial ---------------------------------------------------------------------------------------------
-def run_trial(config: dict, base: dict, recipe: str) -> None:
-    """One trial: its TrainConfig, trained by run_training in the trial's folder, epochs reported to Tune."""
+def run_trial(config: dict, base: dict, recipe: str, runs: str) -> None:
+    """One trial: its TrainConfig, trained by run_training in `<runs>/<trial id>`, epochs reported to Tune.
+
+    The run folder is in the search's output, not in Tune's trial folder: Tune stages a trial's folder in Ray's
+    session directory and copies it to the search's storage only now and then, so a search killed mid-trial would
+    lose the trial's Ray Train checkpoints; here they are where the next session's trial finds them."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from .train import run_training
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    tc = TrainConfig.model_validate({**apply_params(base, recipe, config["params"]), "output": str(trial_dir / "run")})
+    run_dir = Path(runs) / tune.get_context().get_trial_id()
+    tc = TrainConfig.model_validate({**apply_params(base, recipe, config["params"]), "output": str(run_dir)})
+    # a trial Tune restarts after an interruption (--resume) finds its run folder: the epochs it will not train
+    # again are reported first, as they were (Tune's saved state may predate them, and ASHA's rungs need them),
+    # then run_training resumes it from its last checkpoint, or returns it as it is when it had finished
+    for metrics in kept_epochs(run_dir):
+        tune.report(metrics)
     run_training(tc, callbacks=[TuneReportCallback()])
+
+
+def kept_epochs(run_dir: Path) -> list[dict]:
+    """The metrics of each epoch a (restarted) trial's run folder keeps: every epoch when the run finished, else
+    those up to its last registered checkpoint (a later one is trained again); an epoch trained twice once."""
+    if (run_dir / "summary.json").is_file():
+        last = None
+    else:
+        latest = latest_checkpoint(run_dir)
+        if latest is None:
+            return []
+        last = latest["epoch"]
+    by_epoch = {}
+    for rec in _epoch_lines(run_dir):
+        if last is None or rec["epoch"] <= last:
+            by_epoch[rec["epoch"]] = {k: v for k, v in rec.items() if k != "kind"} | {"epochs_done": rec["epoch"] + 1}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _epoch_lines(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if '"kind": "epoch"' in line]
 
 
 def make_progress_callback(metric: str, mode: str, max_epochs: int, status_file: Path):
@@ -249,7 +283,7 @@ def make_progress_callback(metric: str, mode: str, max_epochs: int, status_file:
             v = result.get(metric)
             if v is not None and (self.best is None or (v > self.best[0] if mode == "max" else v < self.best[0])):
                 self.best = (float(v), trial.trial_id)
-                self._line(trials, f"new best from trial {trial.trial_id} at epoch {result.get('training_iteration')}")
+                self._line(trials, f"new best from trial {trial.trial_id} at epoch {_epochs_done(result)}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._record(trial, "completed" if _epochs(trial) >= max_epochs else "stopped (ASHA)")
@@ -263,7 +297,14 @@ def make_progress_callback(metric: str, mode: str, max_epochs: int, status_file:
 
 
 def _epochs(trial) -> int:
-    return int((trial.last_result or {}).get("training_iteration", 0))
+    return _epochs_done(trial.last_result)
+
+
+def _epochs_done(metrics: dict | None) -> int:
+    """Epochs a trial has trained: the loop's `epochs_done`, which stays right when a trial resumed from a
+    checkpoint after --resume (Tune's training_iteration then counts only the epochs since)."""
+    metrics = metrics or {}
+    return int(metrics.get("epochs_done", metrics.get("training_iteration", 0)))
 
 
 def expected_trials(space: dict, samples: int) -> int:
@@ -309,7 +350,7 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     # pipelines (up to one per worker each) and the read tasks; too few and Ray Data waits forever
     cpus = math.ceil(max_concurrent * (base_tc.workers * (base_tc.cpus_per_worker + 2) + 1.5))
     init_ray(address, num_cpus=None if address else max(os.cpu_count() or 1, cpus))
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, recipe=recipe), {"cpu": 0.1})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, recipe=recipe, runs=str(out / "trials")), {"cpu": 0.1})
     t0 = time.perf_counter()
     if resume:
         if not search_exists(exp):
@@ -322,7 +363,7 @@ def run_search(recipe: str, data: str, output: str, space_file: str | None = Non
     else:
         (out / "search.json").write_text(json.dumps({"recipe": recipe, "space": space, "base": base, "metric": metric,
                                                      "mode": mode, "samples": samples, "search": search}, indent=2))
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=base_tc.epochs, grace_period=grace_period,
+        scheduler = ASHAScheduler(time_attr="epochs_done", max_t=base_tc.epochs, grace_period=grace_period,
                                   reduction_factor=reduction_factor)
         tuner = tune.Tuner(
             trainable, param_space={"params": to_tune(space)},
@@ -383,13 +424,15 @@ def write_results(results, out: Path, recipe: str, base: dict, space: dict, metr
     keys = list(space)
     for r in results:
         params = (r.config or {}).get("params", {})
-        hist = r.metrics_dataframe
-        values = [] if hist is None or metric not in hist else [v for v in hist[metric].tolist() if v == v]
-        best_v = (max(values) if mode == "max" else min(values)) if values else None
-        epochs = int((r.metrics or {}).get("training_iteration", 0))
+        epochs = _epochs_done(r.metrics)
         trial_id = (r.metrics or {}).get("trial_id") or Path(r.path).name
         status = "failed" if r.error else ended.get(trial_id, "interrupted")
-        trial_dir = Path(r.path)
+        trial_dir = out / "trials" / trial_id  # the trial's run folder (run_trial)
+        values = epoch_values(trial_dir, metric)
+        if not values:  # no run folder (a trial that failed early): what Tune kept
+            hist = r.metrics_dataframe
+            values = [] if hist is None or metric not in hist else [v for v in hist[metric].tolist() if v == v]
+        best_v = (max(values) if mode == "max" else min(values)) if values else None
         rows.append({"trial": trial_id,
                      **{k: params.get(k) for k in keys}, metric: (r.metrics or {}).get(metric),
                      f"best_{metric}": best_v, "epochs": epochs, "status": status,
@@ -426,6 +469,14 @@ def write_results(results, out: Path, recipe: str, base: dict, space: dict, metr
                         "best_yaml": str(out / "best.yaml")})
         summary["files"].append("best.yaml")
     return summary
+
+
+def epoch_values(run_dir: Path, metric: str) -> list[float]:
+    """`metric` at each epoch a trial trained, from its run folder's metrics.jsonl (kept across an interruption,
+    unlike Tune's own history of a trial it restarted); an epoch trained twice (cut off by a kill) counts once."""
+    by_epoch = {rec["epoch"]: float(rec[metric]) for rec in _epoch_lines(run_dir)
+                if isinstance(rec.get(metric), (int, float))}
+    return list(by_epoch.values())
 
 
 def _fmt(v) -> str:

@@ -14,3 +14,28 @@ def run(*args, check=True, timeout=300):
     if check and proc.returncode != 0:
         raise AssertionError(f"actionllm {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def start(*args) -> subprocess.Popen:
+    """`actionllm ARGS` in its own process group, for a test that kills the whole job (driver and the local Ray it
+    started) the way a lost machine does."""
+    return subprocess.Popen([ACTIONLLM, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, start_new_session=True)
+
+
+def kill_job_when(proc: subprocess.Popen, ready, timeout: float = 600, what: str = "the moment to kill") -> str:
+    """SIGKILL `proc`'s whole process group as soon as `ready()` is true (polled every 0.2 s); returns what it
+    printed on stderr."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended before {what}:\n{proc.communicate()[1][-3000:]}")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"{what} did not come within {timeout} s")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    return proc.communicate()[1]

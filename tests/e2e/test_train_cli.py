@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import run
+from cli_helpers import kill_job_when, run, start
 
 from actionllm.skeleton import synth_gait
 from actionllm.skeleton.layouts import COCO17
+from training.resume import latest_checkpoint
 
 DEMO_YAML = Path(__file__).resolve().parents[2] / "actionllm" / "methods" / "joints_llm" / "configs" / "demo.yaml"
 
@@ -81,15 +82,29 @@ def test_stgcn_through_the_same_commands_on_real_msr(tmp_path, data_root):
     shards, runs = tmp_path / "shards", tmp_path / "run"
     run("prepare", "--format", "msr-action3d", "--input", data_root / "msr_action3d", "--output", shards,
         "--protocol", "cross-subject", "--val-fraction", 0.1)
-    run("train", "--recipe", "stgcn", "--data", shards, "--output", runs, "--workers", 1, "--epochs", 3,
-        "--frames", 16, timeout=600)
+    train = ["train", "--recipe", "stgcn", "--data", shards, "--output", runs, "--workers", 1, "--epochs", 3,
+             "--frames", 16]
+    # the whole job dies (driver and its local Ray SIGKILLed) once the first epoch's checkpoint is registered;
+    # the same command resumes from the last registered checkpoint, saying so, and does not redo its epochs
+    kill_job_when(start(*train), lambda: latest_checkpoint(runs) is not None, what="the first checkpoint")
+    done = latest_checkpoint(runs)["epoch"]
+    assert done < 2, "the run finished before it could be killed"
+    again = run(*train, timeout=600)
+    assert f"resuming {runs} from its last checkpoint: epoch {done + 1} of 3 done" in again.stderr, again.stderr
+    starts = [json.loads(x) for x in (runs / "metrics.jsonl").read_text().splitlines() if '"kind": "start"' in x]
+    assert [s["start_epoch"] for s in starts] == [0, done + 1]
     summary = json.loads((runs / "summary.json").read_text())
     assert summary["metrics"]["epoch"] == 2 and "val_accuracy" in summary["metrics"]
+    # a finished run is not trained again; other settings are refused, not mixed into it; --restart is on purpose
+    assert "is already trained" in run(*train).stderr
+    other = run(*train[:-2], "--frames", 24, check=False)
+    assert other.returncode == 2 and "holds a run with other settings (recipe_config.clip.frames 16 -> 24)" in other.stderr
     config = json.loads((runs / "recognizer" / "config.json").read_text())
     assert config["recipe"] == "stgcn" and config["config"]["clip"]["frames"] == 16
     train_config = json.loads((runs / "train_config.json").read_text())
     assert train_config["optimizer"] == "sgd"
     epochs = [json.loads(x) for x in (runs / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in x]
+    epochs = list({e["epoch"]: e for e in epochs}.values())  # an epoch cut off by the kill was trained again
     assert [e["epoch"] for e in epochs] == [0, 1, 2] and "tokens_per_s" not in epochs[0]  # not a token model
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] - 0.1
     val = json.loads(run("evaluate", "--checkpoint", runs / "recognizer", "--data", shards, "--split", "val").stdout)
@@ -131,7 +146,12 @@ def test_llm_ar_both_stages_through_the_cli_then_evaluate(tmp_path):
     run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
     proc = run("train", "--config", cfg, "--stage", "llm", "--data", shards, "--output", tmp_path / "x", check=False)
     assert proc.returncode == 2 and "train --stage vqvae first" in proc.stderr
-    run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
+    # the job dies once the first stage has finished: the same command skips that stage and trains the second
+    kill_job_when(start("train", "--config", cfg, "--data", shards, "--output", runs),
+                  lambda: (runs / "vqvae" / "summary.json").is_file(), timeout=900, what="the end of stage vqvae")
+    again = run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
+    assert f"stage vqvae: {runs / 'vqvae'} is already trained" in again.stderr, again.stderr
+    assert (runs / "vqvae" / "metrics.jsonl").read_text().count('"kind": "start"') == 1  # not trained again
     summary = json.loads((runs / "summary.json").read_text())
     tok, llm = summary["stages"]["vqvae"]["metrics"], summary["stages"]["llm"]["metrics"]
     assert tok["epoch"] == 1 and {"train_codebook_usage", "train_codebook_perplexity", "train_zipf_js",
@@ -185,7 +205,12 @@ def test_sugar_both_stages_through_the_cli_with_a_users_knowledge_file(tmp_path)
     bare = run("train", "--recipe", "sugar", "--data", shards, "--output", tmp_path / "x", check=False)
     assert bare.returncode == 2 and "no knowledge file of the project covers the classes" in bare.stderr
     assert "actionllm describe" in bare.stderr
-    run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
+    # the job dies once the first stage has finished: the same command skips that stage and trains the second
+    kill_job_when(start("train", "--config", cfg, "--data", shards, "--output", runs),
+                  lambda: (runs / "vqvae" / "summary.json").is_file(), timeout=900, what="the end of stage vqvae")
+    again = run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
+    assert f"stage vqvae: {runs / 'vqvae'} is already trained" in again.stderr, again.stderr
+    assert (runs / "vqvae" / "metrics.jsonl").read_text().count('"kind": "start"') == 1  # not trained again
     summary = json.loads((runs / "summary.json").read_text())
     assert set(summary["stages"]) == {"align", "llm"} and summary["metrics"]["step"] == 2
     align = json.loads((runs / "align" / "recognizer" / "config.json").read_text())

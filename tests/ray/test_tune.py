@@ -1,24 +1,22 @@
 """`actionllm tune` on real MSR Action3D shards with the tiny backbone, through the console script: a 4-trial
-search is interrupted (Ctrl-C) and resumed, ASHA stops the trials it has to, the table and best.yaml are
+search is killed (SIGKILL, the whole job: a lost machine) and resumed with --resume, ASHA stops the trials it has to, the table and best.yaml are
 written, and best.yaml trains; an invalid space is refused before any trial starts."""
 
 import csv
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from cli_helpers import ACTIONLLM, ENV, run  # noqa: E402
+from cli_helpers import kill_job_when, run, start  # noqa: E402
 
 from actionllm.skeleton.formats import get_reader  # noqa: E402
 from actionllm.skeleton.prepare import prepare  # noqa: E402
+from training.resume import latest_checkpoint  # noqa: E402
+from training.tune import STATUS  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -47,32 +45,31 @@ def msr_shards(tmp_path_factory, data_root):
     return out
 
 
-def trials_started(search: Path) -> int:
-    return sum(1 for p in search.glob("run_trial_*/run/train_config.json"))
+def trial_runs(out: Path) -> list[Path]:
+    return sorted((out / "trials").glob("*"))
+
+
+def starts(run_dir: Path) -> list[int]:
+    """The epoch each launch of a trial's training started from (metrics.jsonl's start lines)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(x)["start_epoch"] for x in lines if '"kind": "start"' in x]
 
 
 @pytest.mark.timeout(1500)  # six trial launches on 2 cores: ~10-13 min
-def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
+def test_search_killed_resumed_asha_table_best(msr_shards, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     out = tmp_path / "search"
     args = ["tune", "--data", msr_shards, "--output", out, "--space", space, "--samples", 1, "--max-concurrent", 2,
             "--metric", "val_loss", "--max-steps", 2]
-    proc = subprocess.Popen([ACTIONLLM, *map(str, args)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    deadline = time.time() + 300
-    while trials_started(out / "search") < 1 and time.time() < deadline and proc.poll() is None:
-        time.sleep(1)
-    assert proc.poll() is None, f"the search ended before it could be interrupted:\n{proc.communicate()[1][-3000:]}"
-    assert trials_started(out / "search") >= 1, "no trial started within the deadline"
-    proc.send_signal(signal.SIGINT)  # Ctrl-C to the search (Tune saves its state and returns)
-    try:
-        proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    assert proc.returncode == 130  # interrupted, said so
-    assert json.loads((out / "summary.json").read_text())["interrupted"] > 0
+    # the whole job (driver, Tune, every trial's Ray Train run) is SIGKILLed once a first trial has ended
+    killed = kill_job_when(start(*args), lambda: (out / STATUS).is_file() and (out / STATUS).stat().st_size > 0,
+                  timeout=900, what="the end of a first trial")
+    assert not (out / "summary.json").exists()
+    at_kill = {r: (latest_checkpoint(r), (r / "summary.json").is_file(), len(starts(r)))
+               for r in trial_runs(out)}
+    assert any(ckpt is not None for ckpt, _, _ in at_kill.values()), killed[-5000:]  # something to resume from
 
     again = run("tune", "--data", msr_shards, "--output", out, "--space", space, check=False)
     assert again.returncode == 2 and "pass --resume" in again.stderr  # never silently overwritten
@@ -92,6 +89,13 @@ def test_search_interrupted_resumed_asha_table_best(msr_shards, tmp_path):
     assert float(best["lr"]) < 1e-3
     assert summary["best"]["params"]["lr"] == pytest.approx(float(best["lr"]))
     assert "best" in (out / "results.md").read_text() and (out / "metric_vs_params.png").stat().st_size > 0
+    # nothing trained twice: a trial that had finished is not launched again; one that Tune restarts resumes from
+    # the checkpoint its Ray Train run had registered before the kill
+    for r, (ckpt, finished, launches) in at_kill.items():
+        later = starts(r)[launches:]
+        assert not (finished and later), f"{r}: finished before the kill, trained again"
+        if ckpt is not None and not finished:
+            assert all(e == ckpt["epoch"] + 1 for e in later), f"{r}: checkpoint {ckpt}, launches from epochs {later}"
     assert "[tune]" in done.stderr and "stopped early by ASHA" in done.stderr
     # Ray Train's placement-group cleaner could see the stopped trials' controllers die (State API up): no leak
     assert "State API may be temporarily unavailable" not in done.stderr
