@@ -138,13 +138,14 @@ def train(
         invalid(err)
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C: Ray Train's own SIGINT handler aborts the run, then exits
         fail(f"interrupted: run the same command again to resume from the last checkpoint in {run_dir}", code=130)
     except Exception as err:  # a failure inside Ray: its traceback is in the log
         if verbose:
             raise
         fail(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
-             f"  the full log: {log}", code=1)
+             f"  the full log: {log}\n  run the same command again to resume from the last checkpoint in {run_dir}",
+             code=1)
     metrics = summary.get("metrics", {})
     shown = "  ".join(f"{k} {metrics[k]:.3g}" for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
                       if isinstance(metrics.get(k), float))

@@ -23,11 +23,14 @@ def start(*args) -> subprocess.Popen:
                             env=ENV, start_new_session=True)
 
 
-def kill_job_when(proc: subprocess.Popen, ready, timeout: float = 600, what: str = "the moment to kill") -> str:
-    """SIGKILL `proc`'s whole process group as soon as `ready()` is true (polled every 0.2 s); returns what it
-    printed on stderr."""
+def kill_job_when(proc: subprocess.Popen, ready, timeout: float = 600, what: str = "the moment to kill",
+                  sig: int | None = None) -> str:
+    """Send `sig` (SIGKILL: the machine is gone; SIGINT: Ctrl-C in its terminal) to `proc`'s whole process group
+    as soon as `ready()` is true (polled every 0.2 s); returns what it printed on stderr."""
     import signal
     import time
+
+    sig = signal.SIGKILL if sig is None else sig
 
     deadline = time.time() + timeout
     while not ready():
@@ -37,5 +40,9 @@ def kill_job_when(proc: subprocess.Popen, ready, timeout: float = 600, what: str
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError(f"{what} did not come within {timeout} s")
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    return proc.communicate()[1]
+    os.killpg(proc.pid, sig)
+    try:
+        return proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"the job did not end within 120 s of signal {sig}") from None

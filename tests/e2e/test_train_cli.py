@@ -1,6 +1,7 @@
 """The README's training commands through the console script: train -> evaluate -> predict (demo-sized)."""
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,11 @@ def test_llm_ar_both_stages_through_the_cli_then_evaluate(tmp_path):
     run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
     proc = run("train", "--config", cfg, "--stage", "llm", "--data", shards, "--output", tmp_path / "x", check=False)
     assert proc.returncode == 2 and "train --stage vqvae first" in proc.stderr
-    # the job dies once the first stage has finished: the same command skips that stage and trains the second
-    kill_job_when(start("train", "--config", cfg, "--data", shards, "--output", runs),
-                  lambda: (runs / "vqvae" / "summary.json").is_file(), timeout=900, what="the end of stage vqvae")
+    # Ctrl-C once the first stage has finished: the same command skips that stage and trains the second
+    job = start("train", "--config", cfg, "--data", shards, "--output", runs)
+    said = kill_job_when(job, lambda: (runs / "vqvae" / "summary.json").is_file(), timeout=900,
+                         what="the end of stage vqvae", sig=signal.SIGINT)
+    assert job.returncode == 130 and "interrupted: run the same command again to resume" in said, said[-2000:]
     again = run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
     assert f"stage vqvae: {runs / 'vqvae'} is already trained" in again.stderr, again.stderr
     assert (runs / "vqvae" / "metrics.jsonl").read_text().count('"kind": "start"') == 1  # not trained again
@@ -205,9 +208,11 @@ def test_sugar_both_stages_through_the_cli_with_a_users_knowledge_file(tmp_path)
     bare = run("train", "--recipe", "sugar", "--data", shards, "--output", tmp_path / "x", check=False)
     assert bare.returncode == 2 and "no knowledge file of the project covers the classes" in bare.stderr
     assert "actionllm describe" in bare.stderr
-    # the job dies once the first stage has finished: the same command skips that stage and trains the second
-    kill_job_when(start("train", "--config", cfg, "--data", shards, "--output", runs),
-                  lambda: (runs / "vqvae" / "summary.json").is_file(), timeout=900, what="the end of stage vqvae")
+    # Ctrl-C once the first stage has finished: the same command skips that stage and trains the second
+    job = start("train", "--config", cfg, "--data", shards, "--output", runs)
+    said = kill_job_when(job, lambda: (runs / "vqvae" / "summary.json").is_file(), timeout=900,
+                         what="the end of stage vqvae", sig=signal.SIGINT)
+    assert job.returncode == 130 and "interrupted: run the same command again to resume" in said, said[-2000:]
     again = run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
     assert f"stage vqvae: {runs / 'vqvae'} is already trained" in again.stderr, again.stderr
     assert (runs / "vqvae" / "metrics.jsonl").read_text().count('"kind": "start"') == 1  # not trained again
