@@ -64,7 +64,7 @@ class Recipe:
     stage_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     stage_input: str = ""  # the recipe-config key through which a stage reads the previous stage's folder
     modality: str = "skeleton"  # what its data is: "skeleton" shards, or "video" shards (lvlm-var)
-    # what Ray Tune searches by default (training/tune.py turns these into tune spaces)
+    # what Ray Tune searches by default (training/search_space.py turns these into tune spaces)
     search_space: dict[str, Any] = field(default_factory=dict)
     # generic knobs (CLI flags, tune keys) -> dotted paths in this recipe's config
     knobs: dict[str, str] = field(default_factory=dict)

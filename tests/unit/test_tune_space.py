@@ -3,7 +3,7 @@
 import pytest
 
 from training.config import TrainConfig
-from training.tune import apply_params, load_space_file, normalise_space, validate_space
+from training.search_space import apply_params, load_space_file, normalise_space, validate_space
 
 BASE = TrainConfig(data="d", output="o", recipe_config={"backbone": {"name_or_path": "tiny"}}).model_dump(mode="json")
 FACTS = {"layout": "kinect20", "dims": 3, "max_frames": 100}
