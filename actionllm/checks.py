@@ -8,7 +8,8 @@ ask before they start (so a damaged input gives one line naming the file, not a 
                             video shards: every local clip a row names exists (not decoded)
   check_recognizer(folder)  config.json readable and a recognizer's; every safetensors file its recipe loads
                             (weight_files; LoRA recipes: the adapter, and the base weights a folder carries)
-                            present and whole (its header covers the file; no tensor is loaded)
+                            present and whole (its header covers the file; no tensor is loaded); no pickle file
+                            (.bin .pt .pth .pkl .pickle .ckpt .joblib) anywhere in it (refuse_pickles)
   check_path(path)          whichever of the two the folder is (manifest.json: shards; config.json: recognizer)
 
 Each returns the problems found, one line each naming the file ([] when none). Cost of check_shards: the
@@ -29,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import storage
+from .components.no_pickles import PICKLE_SUFFIXES, pickle_files, pickle_problem, refuse_pickles  # noqa: F401
 from .skeleton.shards import MANIFEST, SCHEMA, Manifest, file_sha256
 
 HASH_LIMIT = 2 * 1024**3  # bytes of shards hashed when hashes=None (see the module docstring)
@@ -204,6 +206,7 @@ def recognizer_report(folder: str | Path) -> Report:
 
     folder = Path(folder)
     report = Report("recognizer")
+    report.problems += [pickle_problem(p) for p in pickle_files(folder)]
     try:
         meta = read_config(folder)
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -219,6 +222,7 @@ def recognizer_report(folder: str | Path) -> Report:
             return report
         for m in members:
             report.problems += recognizer_report(folder / str(m)).problems
+        report.problems = list(dict.fromkeys(report.problems))  # a member inside the folder: its pickles once
         report.summary = f"ensemble of {len(members)} recognizers"
         return report
     try:

@@ -30,6 +30,14 @@ def serve(
     max_video_frames: int = typer.Option(None, min=1, help="videos with more frames are refused (default 10000)"),
     max_video_side: int = typer.Option(None, min=16, help="videos wider or taller than this are refused, pixels "
                                        "(default 4096)"),
+    rate_limit: float = typer.Option(None, min=0, help="requests per second per client (its API key, else its "
+                                     "address) on each ingress replica; over it: 429 + Retry-After; 0 = off "
+                                     "(default 200)"),
+    rate_burst: int = typer.Option(None, min=1, help="requests a client may send at once (default 400)"),
+    max_streams: int = typer.Option(None, min=0, help="open WebSocket streams per client on each ingress replica; "
+                                    "0 = off (default 8)"),
+    stream_idle_s: float = typer.Option(None, min=0, help="close a stream silent this long, seconds; 0 = never "
+                                        "(default 300)"),
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
     once: Path = typer.Option(None, help="send one request and stop: a JSON request body, a shard folder "
                               "(its first test sequence), or a video file (uploaded); prints the answer"),
@@ -47,7 +55,8 @@ def serve(
         cfg = serve_config(checkpoint, config, min_replicas=min_replicas, max_replicas=max_replicas,
                            max_models=max_models, num_cpus=num_cpus, video_roots=video_root,
                            max_video_mb=max_video_mb, max_video_frames=max_video_frames,
-                           max_video_side=max_video_side)
+                           max_video_side=max_video_side, rate_limit_rps=rate_limit, rate_limit_burst=rate_burst,
+                           max_streams_per_client=max_streams, stream_idle_timeout_s=stream_idle_s)
     except ValidationError as err:
         fail(f"invalid serve config:\n{err}")
     except (FileNotFoundError, ValueError, KeyError) as err:

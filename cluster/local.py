@@ -1,10 +1,11 @@
 """`actionllm cluster up|down|status`: a real Ray head on this machine, for `actionllm submit`.
 
 `up` runs `ray start --head` with token authentication on (RAY_AUTH_MODE=token), the dashboard (and with it
-the Jobs API) bound to 127.0.0.1, its own temp dir (so `ray.init()` elsewhere on the machine never finds it)
-and the Python environment of this command first on PATH (the jobs' `python -m cli` is this one).
-Ray itself rewrites a loopback node address to the machine's address for its internal ports (GCS, raylet);
-those need the token too. `down` stops exactly this head's processes (found by its temp dir and GCS address,
+the Jobs API) and the Ray client server bound to 127.0.0.1 (head_command), its own temp dir (so `ray.init()`
+elsewhere on the machine never finds it) and the Python environment of this command first on PATH (the jobs'
+`python -m cli` is this one). Ray would rewrite a loopback node address to the machine's address (and bind the
+client server, GCS and raylet there); RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps it on 127.0.0.1, so no other
+node can join this head: it is a one-machine cluster. `down` stops exactly this head's processes (found by its temp dir and GCS address,
 plus their children), never other Ray instances on the machine as `ray stop` would.
 """
 
@@ -72,21 +73,15 @@ def _dashboard_up(url: str, timeout: float) -> bool:
     return False
 
 
-def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None, num_gpus: int | None = None,
-       temp_dir: str | None = None, metrics_export_port: int | None = None, say=print) -> dict:
-    """Start the head; write the state file; return the state (dashboard URL, GCS address, temp dir, ports)."""
-    state = read_state()
-    if state and _alive(state):
-        raise RuntimeError(f"a local cluster is already up at {state['dashboard']} (stop it: actionllm cluster down)")
-    temp = Path(temp_dir or Path("/tmp") / f"actionllm-ray-{os.getuid()}").resolve()
-    if len(str(temp)) > 40:  # Ray's unix socket paths (temp/session_<date>_<pid>/sockets/plasma_store) max out at 107
-        raise ValueError(f"--temp-dir {temp} is too long for Ray's socket paths: use a short one such as /tmp/alr")
-    temp.mkdir(parents=True, exist_ok=True)
-    token_source = ensure_token()
-    metrics_export_port = metrics_export_port or free_port()
+def head_command(port: int, dashboard_port: int, temp: Path, metrics_export_port: int, num_cpus: int | None = None,
+                 num_gpus: int | None = None) -> tuple[list[str], dict]:
+    """The `ray start --head` command line and its environment. Everything a client connects to listens on
+    127.0.0.1 only: the dashboard (Jobs API) by --dashboard-host, and the Ray client server, GCS and raylet by the
+    node address, which `ray start` would rewrite from 127.0.0.1 to the machine's address unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (Ray's switch for single-machine clusters) keeps it on the loopback."""
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-           "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            # Ray's State API clients inside the head's workers (e.g. Train's PlacementGroupCleaner) otherwise find
            # the cluster by scanning for GCS processes, and give up when another Ray runs on the machine
            "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}
@@ -99,6 +94,22 @@ def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None
         cmd += ["--num-cpus", str(num_cpus)]
     if num_gpus is not None:
         cmd += ["--num-gpus", str(num_gpus)]
+    return cmd, env
+
+
+def up(port: int = 6379, dashboard_port: int = 8265, num_cpus: int | None = None, num_gpus: int | None = None,
+       temp_dir: str | None = None, metrics_export_port: int | None = None, say=print) -> dict:
+    """Start the head; write the state file; return the state (dashboard URL, GCS address, temp dir, ports)."""
+    state = read_state()
+    if state and _alive(state):
+        raise RuntimeError(f"a local cluster is already up at {state['dashboard']} (stop it: actionllm cluster down)")
+    temp = Path(temp_dir or Path("/tmp") / f"actionllm-ray-{os.getuid()}").resolve()
+    if len(str(temp)) > 40:  # Ray's unix socket paths (temp/session_<date>_<pid>/sockets/plasma_store) max out at 107
+        raise ValueError(f"--temp-dir {temp} is too long for Ray's socket paths: use a short one such as /tmp/alr")
+    temp.mkdir(parents=True, exist_ok=True)
+    token_source = ensure_token()
+    metrics_export_port = metrics_export_port or free_port()
+    cmd, env = head_command(port, dashboard_port, temp, metrics_export_port, num_cpus, num_gpus)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if proc.returncode != 0:
         raise RuntimeError(f"ray start failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")

@@ -25,7 +25,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -42,6 +41,7 @@ from actionllm.inference import aggregate, cut, recognize_clip
 from actionllm.methods import folder_class  # (importing the methods registers every recipe)
 from actionllm.skeleton.layouts import get_layout
 
+from .limits import ClientLimits, LimitSettings, client_id, retry_after
 from .metrics import EventBuffer
 from .schemas import (
     ApiError,
@@ -50,15 +50,15 @@ from .schemas import (
     RecognizeRequest,
     RecognizeResponse,
     RecognizeUpload,
-    frames_array,
     request_sequence,
     validation_error,
 )
+from .stream import error, serve_stream
 from .video import FORM_OVERHEAD, Upload, VideoPolicy, allowed_source, decode_clip, read_upload
 
 log = logging.getLogger("ray.serve")
 STATIC = Path(__file__).parent / "static"
-ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 413, 415, 422, 503)}
+ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 413, 415, 422, 429, 503)}
 MODEL_HEADER = "serve_multiplexed_model_id"
 # POST /v1/recognize reads its body itself (JSON or multipart/form-data): its OpenAPI request body, by hand
 RECOGNIZE_BODY = {"requestBody": {"required": True, "content": {
@@ -163,6 +163,12 @@ async def _guard(request: Request, call_next):
     elif not _authorised(request.headers.get("authorization"), request.url.path):
         response = JSONResponse(ApiError(401, "unauthorized", "Authorization",
                                          "send `Authorization: Bearer <ACTIONLLM_API_KEY>`").body(), status_code=401)
+    elif (wait := _rate_limited(request)) is not None:
+        s = limits().settings
+        response = JSONResponse(ApiError(429, "too many requests", None, f"more than {s.rate_limit_rps:g} requests/s "
+                                         f"(bursts of {s.rate_limit_burst}) from this client; retry in "
+                                         f"{retry_after(wait)} s").body(),
+                                status_code=429, headers={"Retry-After": retry_after(wait)})
     else:
         if length is None and request.method in ("POST", "PUT", "PATCH"):
             body = await request.body()  # chunked upload: measure what arrived
@@ -198,70 +204,31 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def limits() -> ClientLimits:
+    """This replica's per-client counters (services/limits.py), made on first use."""
+    return _state.setdefault("limits", ClientLimits())
+
+
+def client_of(header: str | None, host: str | None) -> str:
+    """Who a request or stream counts against: its API key (when the service has one), else its address."""
+    token = (header or "").partition(" ")[2].strip()
+    return client_id(token, bool(_state.get("api_key_sha256")), host)
+
+
+def _rate_limited(request: Request) -> float | None:
+    """None, or the seconds this client waits for its next request (the health probe is never limited)."""
+    if request.url.path == "/healthz":
+        return None
+    host = request.client.host if request.client else None
+    return limits().take(client_of(request.headers.get("authorization"), host))
+
+
 def _authorised(header: str | None, path: str) -> bool:
     digest = _state.get("api_key_sha256")
     if not digest or path in ("/", "/healthz") or path.startswith(("/docs", "/openapi.json", "/static")):
         return True
     scheme, _, token = (header or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(key_digest(token.strip()), digest)
-
-
-# --- the WebSocket stream's state (defined before Ingress: Serve captures the class with what it uses) ---
-class StreamSession:
-    """One WebSocket client's buffer: frames are kept only until the windows that need them are done."""
-
-    def __init__(self, ingress, start: dict):
-        self.ingress = ingress
-        self.model = ingress.resolve(start.get("model"), None)
-        if self.model.input != "skeleton":
-            raise ApiError(422, "wrong input", "model", f"model {self.model.name!r} reads videos; the stream takes "
-                           "skeleton frames (POST /v1/recognize takes a video)")
-        self.layout = start.get("layout") or self.model.layout
-        if self.layout != self.model.layout:
-            raise ApiError(422, "wrong layout", "layout", f"model {self.model.name!r} streams layout "
-                           f"{self.model.layout!r}; convert client-side or use POST /v1/recognize")
-        self.window = _positive(start, "window", self.model.window)
-        if self.window is None:
-            raise ApiError(422, "invalid request", "window", f"model {self.model.name!r} classifies whole sequences; "
-                           "give a window (frames) for streaming")
-        self.stride = _positive(start, "stride", self.model.stride or self.window)
-        self.offset, self.next_start, self.sent = 0, 0, 0
-        self.buffer: list = []
-
-    async def push(self, frames) -> list[dict]:
-        if not isinstance(frames, list):
-            raise ApiError(422, "invalid request", "frames", "expected a list of frames [[V][C], ...]")
-        try:
-            arr = frames_array(RecognizeRequest(frames=frames).frames, self.layout, 10**6) if frames else []
-        except ValidationError as err:
-            raise validation_error(list(err.errors())) from None
-        if len(arr) and arr.shape[-1] != self.model.dims:
-            raise ApiError(422, "wrong coordinate count", "frames[0][0]",
-                           f"{arr.shape[-1]}D joints; model {self.model.name!r} reads {self.model.dims}D")
-        self.buffer.extend(arr)
-        answers = []
-        while self.next_start + self.window <= self.offset + len(self.buffer):
-            s = self.next_start - self.offset
-            win = np.stack(self.buffer[s:s + self.window])[None]  # [1, N, V, C]
-            out = await self.ingress.run_windows(self.model, [win])
-            a = aggregate(out, [0], self.window, self.window, self.model.classes)
-            answers.append({"type": "window", "model": self.model.name, "start": self.next_start,
-                            "end": self.next_start + self.window, "label": a["label"],
-                            "probabilities": a["probabilities"],
-                            "joint_weights": a["explanation"]["joint_weights"]})
-            self.sent += 1
-            self.next_start += self.stride
-            drop = min(self.next_start - self.offset, len(self.buffer))  # frames no later window needs
-            del self.buffer[:drop]
-            self.offset += drop
-        return answers
-
-
-def _positive(msg: dict, key: str, default):
-    value = msg.get(key, default)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000):
-        raise ApiError(422, "invalid request", key, f"{value!r}: expected an integer from 1 to 10000")
-    return value
 
 
 class _Answered:
@@ -291,9 +258,15 @@ class Ingress:
         self.server, self.collector, self.max_frames = server, collector, max_frames
         self.handles: dict = {}  # model name -> the server's handle with that multiplexed model id
         own = os.environ.get(api_key_env)
+        self.max_body_bytes = max_body_bytes
         configure(max_body_bytes=max_body_bytes, max_video_bytes=self.video.max_bytes, events=EventBuffer(collector),
-                  api_key_sha256=api_key_sha256 or (key_digest(own) if own else None))
+                  api_key_sha256=api_key_sha256 or (key_digest(own) if own else None), limits=ClientLimits())
         self.page = (STATIC / "index.html").read_text()
+
+    def reconfigure(self, config: dict) -> None:
+        """Serve's user_config hook: the per-client limits (LimitSettings' fields; build_app passes ServeConfig's).
+        A redeploy that changes only these updates the running replicas in place."""
+        limits().update(LimitSettings(**config))
 
     def resolve(self, name: str | None, header: str | None) -> ModelInfo:
         name = name or header or self.default
@@ -469,38 +442,31 @@ class Ingress:
     @api.websocket("/v1/stream")
     async def stream(self, ws: WebSocket) -> None:
         """Messages in: first `{model?, layout?, window?, stride?}`, then `{frames: [[V][C], ...]}` (any number of
-        frames per message), optionally `{end: true}`. Out: `{type: "window", start, end, label, probabilities,
-        joint_weights}` each time a window completes; `{type: "error", error, field, detail}` for a bad message
-        (the stream stays open). Auth: the Authorization header, or `?api_key=` for browsers."""
+        frames per message, up to max_frames), optionally `{end: true}`. Out: `{type: "window", start, end, label,
+        probabilities, joint_weights}` each time a window completes; `{type: "error", error, field, detail}` for a
+        bad message (the stream stays open; services/stream.py has the bounds). Auth: the Authorization header, or
+        `?api_key=` for browsers. A client over its open-stream or request limit gets an error, then close 1008."""
         key = ws.query_params.get("api_key")
         header = ws.headers.get("authorization") or (f"Bearer {key}" if key else None)
         if not _authorised(header, "/v1/stream"):
             await ws.close(code=1008, reason="unauthorized")
             return
+        client = client_of(header, ws.client.host if ws.client else None)
+        counters = limits()
         await ws.accept()
-        session: StreamSession | None = None
+        wait = counters.take(client)  # opening a stream is a request
+        if wait is not None or not counters.open_stream(client):
+            s = counters.settings
+            detail = (f"more than {s.rate_limit_rps:g} requests/s from this client; retry in {retry_after(wait)} s"
+                      if wait is not None else f"this client has {s.max_streams_per_client} streams open (the "
+                      "limit); close one first")
+            await ws.send_json(error(ApiError(429, "too many requests" if wait is not None else "too many streams",
+                                              None, detail)))
+            await ws.close(code=1008, reason="too many requests" if wait is not None else "too many streams")
+            return
         try:
-            while True:
-                text = await ws.receive_text()
-                try:
-                    msg = json.loads(text)
-                    if not isinstance(msg, dict):
-                        raise ApiError(422, "invalid message", "message", "expected a JSON object")
-                    if session is None:
-                        session = StreamSession(self, msg)
-                        await ws.send_json({"type": "ready", "model": session.model.name, "window": session.window,
-                                            "stride": session.stride})
-                        if "frames" not in msg:
-                            continue
-                    if msg.get("end"):
-                        await ws.send_json({"type": "end", "windows": session.sent})
-                        break
-                    for answer in await session.push(msg.get("frames")):
-                        await ws.send_json(answer)
-                except json.JSONDecodeError as err:
-                    await ws.send_json(ApiError(400, "malformed JSON", "message", str(err)).body() | {"type": "error"})
-                except ApiError as err:
-                    await ws.send_json(err.body() | {"type": "error"})
-            await ws.close()
+            await serve_stream(ws, self, self.max_frames, self.max_body_bytes, counters.settings.stream_idle_timeout_s)
         except WebSocketDisconnect:
             pass
+        finally:
+            counters.close_stream(client)

@@ -54,7 +54,8 @@ def serve_config(checkpoints: list[str], config: Path | None = None, **overrides
         doc["video_roots"] = list(overrides["video_roots"])
     if overrides.get("max_video_mb") is not None:
         doc["max_video_bytes"] = int(overrides["max_video_mb"] * (1 << 20))
-    for key in ("max_video_frames", "max_video_side"):
+    for key in ("max_video_frames", "max_video_side", "rate_limit_rps", "rate_limit_burst", "max_streams_per_client",
+                "stream_idle_timeout_s"):
         if overrides.get(key) is not None:
             doc[key] = overrides[key]
     return ServeConfig.model_validate(doc)

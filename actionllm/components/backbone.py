@@ -257,10 +257,12 @@ def save_base(model: PreTrainedModel, folder: str | Path, dtype: torch.dtype | N
 
 def load_base(folder: str | Path, device: torch.device | str = "cpu", dtype: str = "auto",
               attn_implementation: str = "auto") -> PreTrainedModel:
-    """Reload a save_base folder; dtype "auto" keeps the dtype it was saved in."""
+    """Reload a save_base folder; dtype "auto" keeps the dtype it was saved in. Safetensors only: a folder with
+    nothing but a pytorch_model.bin (a pickle) is refused, never unpickled."""
     return AutoModelForCausalLM.from_pretrained(
         str(folder), dtype=resolve_dtype(dtype, device) if dtype != "auto" else "auto",
         attn_implementation=choose_attention(attn_implementation, device), device_map=str(torch.device(device)),
+        use_safetensors=True,
     )
 
 

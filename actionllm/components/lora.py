@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 from ..contract import RecognizerBase
 from ..errors import check_safetensors
 from .backbone import describe, load_backbone, load_base, save_base
+from .no_pickles import refuse_pickles
 
 ADAPTER = "adapter_model.safetensors"
 
@@ -80,9 +81,14 @@ def load_lora_llm(folder: Path, meta: dict, backbone_cfg, device: str = "cpu", s
     """-> (PeftModel with the folder's adapter, tokenizer, adapter name, shared key or None)."""
     from transformers import AutoTokenizer
 
+    refuse_pickles(folder)  # PEFT and transformers would torch.load an adapter_model.bin / pytorch_model.bin
     check_safetensors(folder / ADAPTER)  # missing or truncated: a ValueError naming it, not PEFT's traceback
     if meta.get("base_weights"):
-        for f in sorted((folder / meta["base_weights"]).glob("*.safetensors")):
+        stored = sorted((folder / meta["base_weights"]).glob("*.safetensors"))
+        if not stored:
+            raise FileNotFoundError(f"{folder / meta['base_weights']}: no base weights (*.safetensors) (the "
+                                    "recognizer folder is incomplete)")
+        for f in stored:
             check_safetensors(f)
     key = base_key(folder, meta) if shared is not None else None
     name = f"adapter-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]}" if key else "default"

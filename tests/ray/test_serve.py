@@ -2,11 +2,13 @@
 multiplexing with eviction, the WebSocket stream, autoscaling 1 -> 2 -> 1, an API key, and schemathesis."""
 
 import json
+import pickle
 import re
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -286,11 +288,14 @@ def test_autoscaling_up_under_load_and_back(service, body):
 
 
 def test_schemathesis_finds_no_server_error(service, tmp_path):
+    """A bad crowd over HTTP (issue 19): >= 1000 cases generated from /openapi.json, every one answered below 500
+    (the HAR report holds each request and its answer), and the service healthy after."""
     url, _ = service
+    har = tmp_path / "cases.har"
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/openapi.json", "--checks",
-         "not_a_server_error", "--max-examples", "40", "--header", f"Authorization: Bearer {KEY}",
-         "--seed", "1", "--report", "junit", "--report-dir", str(tmp_path)],
+         "not_a_server_error", "--max-examples", "150", "--header", f"Authorization: Bearer {KEY}",
+         "--seed", "1", "--report", "junit,har", "--report-dir", str(tmp_path), "--report-har-path", str(har)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     import xml.etree.ElementTree as ET
@@ -300,6 +305,12 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     assert len(cases) >= 4  # the operations of /openapi.json were exercised
     assert not [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
     assert "/v1/recognize" in " ".join(c.get("name", "") for c in cases)
+    entries = json.loads(har.read_text())["log"]["entries"]
+    statuses = [e["response"]["status"] for e in entries]
+    print(f"schemathesis: {len(entries)} requests, statuses {sorted(set(statuses))}")
+    assert len(entries) >= 1000 and max(statuses) < 500
+    assert sum(e["request"]["url"].endswith("/v1/recognize") for e in entries) >= 150
+    assert httpx.get(f"{url}/healthz").status_code == 200
 
 
 def test_web_page_in_headless_chromium(service, body, tmp_path):
@@ -460,3 +471,226 @@ def test_open_vocabulary_candidates_over_http(service, body, tiny_sugar):
     r = post(url, {**payload, "model": "alpha", "candidates": cands})  # a closed-vocabulary model refuses them
     assert r.status_code == 422 and r.json()["error"] == "candidates not supported"
     assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+# --- a bad crowd, per-client limits, security (issue 19, items 5 and 6) -------------------------------------------
+LIMIT_FIELDS = ("rate_limit_rps", "rate_limit_burst", "max_streams_per_client", "stream_idle_timeout_s")
+
+
+def ws_url(url: str, query: str = "") -> str:
+    return url.replace("http", "ws") + "/v1/stream" + query
+
+
+def until_closed(ws, seconds: float = 60) -> tuple[list[dict], int | None]:
+    """Every message up to the server's close, and the close code."""
+    from websockets.exceptions import ConnectionClosed
+
+    got = []
+    try:
+        while True:
+            got.append(json.loads(ws.recv(timeout=seconds)))
+    except ConnectionClosed as closed:
+        return got, closed.rcvd.code if closed.rcvd else None
+
+
+def random_json(rng, depth: int = 0):
+    kind = rng.randrange(9 if depth < 3 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False, 0, -1, 10**30, 1.5e308, -0.0])
+    if kind == 2:
+        return rng.uniform(-1e6, 1e6)
+    if kind == 3:
+        return "".join(rng.choice('ab"\\\u00e9\u2603\x00{}[]') for _ in range(rng.randrange(12)))
+    if kind == 4:
+        return rng.randrange(-5, 20_000)
+    if kind in (5, 6):
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(6))]
+    keys = ["model", "layout", "window", "stride", "frames", "data", "x", "candidates"]  # never "end"
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def server_errors(text: str) -> float:
+    return sum(metric(text, "actionllm_requests_total", status=str(code)) for code in range(500, 600))
+
+
+def test_websocket_fuzz_bad_crowd(service, body):
+    """Random JSON, a binary message, huge messages, too many frames, thousands of tiny messages and a client that
+    never reads: every refusal is an error message, no stream ends with 1011 (internal error), memory stays bounded
+    (the buffer never holds more than one window), and the service answers as before afterwards."""
+    import random
+
+    from websockets.sync.client import connect
+
+    url, cfg = service
+    payload, _ = body
+    frame = payload["frames"][0]
+    rng = random.Random(19)
+    sent = Counter()
+    # 1. random JSON (start messages included): each answered, never by a crash; 90 per stream (< 100 in a row)
+    for _ in range(4):
+        with connect(ws_url(url), additional_headers=AUTH, max_size=None) as ws:
+            for _ in range(90):
+                ws.send(json.dumps(random_json(rng)))
+            sent["random"] += 90
+            ws.send(json.dumps({"end": True}))
+            got, code = until_closed(ws)
+        assert code in (1000, None) and got, code
+        assert {m["type"] for m in got} <= {"ready", "error", "window", "end"}
+    # 2. a binary message, a message over max_body_bytes, too many frames, a window over max_frames: errors, the
+    #    stream stays open and then works
+    with connect(ws_url(url), additional_headers=AUTH, max_size=None) as ws:
+        ws.send(json.dumps({"model": "streams", "window": cfg.max_frames + 1}))
+        assert json.loads(ws.recv(timeout=60))["field"] == "window"
+        ws.send(json.dumps({"model": "streams", "window": 10, "stride": 400}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+        ws.send(b"\x80\x04garbage\xff" * 1000)
+        ws.send(json.dumps({"frames": [frame] * ((cfg.max_body_bytes + 1) // len(json.dumps(frame)) + 1)}))
+        ws.send(json.dumps({"frames": [frame] * (cfg.max_frames + 1)}))
+        for _ in range(10):  # 1000 frames, stride 400 > window 10: windows at 0, 400, 800; no frame left behind
+            ws.send(json.dumps({"frames": [frame] * 100}))
+        ws.send(json.dumps({"end": True}))
+        got, code = until_closed(ws)
+        sent["binary"] += 1
+        sent["huge"] += 2
+    errors = [(m["error"], m["field"]) for m in got if m["type"] == "error"]
+    assert errors == [("binary message", "message"), ("message too large", "message"), ("too many frames", "frames")]
+    assert [(m["start"], m["end"]) for m in got if m["type"] == "window"] == [(0, 10), (400, 410), (800, 810)]
+    assert got[-1] == {"type": "end", "windows": 3, "buffered": 0} and code == 1000
+    # 3. thousands of tiny messages (one frame each) on a stream that never completes its last window: it holds
+    #    fewer frames than the window
+    with connect(ws_url(url), additional_headers=AUTH) as ws:
+        ws.send(json.dumps({"model": "streams", "window": cfg.max_frames}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+        tiny = json.dumps({"frames": [frame]})
+        for _ in range(2 * cfg.max_frames + 123):
+            ws.send(tiny)
+        sent["tiny"] += 2 * cfg.max_frames + 123
+        ws.send(json.dumps({"end": True}))
+        got, code = until_closed(ws, 120)
+    assert [m["type"] for m in got] == ["window", "window", "end"] and code == 1000
+    assert got[-1]["buffered"] == 123 < cfg.max_frames
+    # 4. a client that sends garbage and never reads: closed (1008) after 100 bad messages in a row
+    from websockets.exceptions import ConnectionClosed
+
+    with connect(ws_url(url), additional_headers=AUTH) as ws:
+        try:
+            for _ in range(150):
+                ws.send("{not json")
+                sent["garbage"] += 1
+        except ConnectionClosed:  # the server closed first: the rest was not sent
+            pass
+        time.sleep(1)
+        got, code = until_closed(ws)
+    assert code == 1008 and len(got) == 100 and all(m["error"] == "malformed JSON" for m in got)
+    # 5. a frame over the proxy's 16 MiB message limit: that connection is dropped, nothing else is
+    with connect(ws_url(url), additional_headers=AUTH, max_size=None) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.send("[" + " " * (17 << 20) + "]")
+            ws.recv(timeout=60)
+        sent["huge"] += 1
+    print("websocket fuzz messages:", dict(sent), "total", sum(sent.values()))
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    assert post(url, {**payload, "model": "alpha"}).status_code == 200
+    assert server_errors(httpx.get(f"{url}/metrics", headers=AUTH).text) == 0  # schemathesis's cases included
+
+
+def test_per_client_limits_answer_429(service):
+    """The request rate (token bucket) and the open-stream count per client (here: the API key), set in place
+    through the ingress's reconfigure (Serve's user_config), then put back."""
+    from ray import serve
+    from websockets.sync.client import connect
+
+    url, cfg = service
+    ingress = serve.get_deployment_handle("Ingress", app_name="actionllm")
+    try:
+        ingress.reconfigure.remote({"rate_limit_rps": 1, "rate_limit_burst": 3, "max_streams_per_client": 0,
+                                    "stream_idle_timeout_s": 0}).result()
+        answers = [httpx.get(f"{url}/v1/models", headers=AUTH, timeout=30) for _ in range(6)]
+        codes = [r.status_code for r in answers]
+        assert codes[:3] == [200] * 3 and codes.count(429) >= 2, codes
+        refused = next(r for r in answers if r.status_code == 429)
+        assert refused.json()["error"] == "too many requests" and int(refused.headers["Retry-After"]) >= 1
+        assert httpx.get(f"{url}/healthz").status_code == 200  # the health probe is never limited
+        time.sleep(1.2)
+        assert httpx.get(f"{url}/v1/models", headers=AUTH).status_code == 200  # a token came back
+        ingress.reconfigure.remote({"rate_limit_rps": 0, "rate_limit_burst": 1, "max_streams_per_client": 2,
+                                    "stream_idle_timeout_s": 1.5}).result()
+        first, second = (connect(ws_url(url), additional_headers=AUTH) for _ in range(2))
+        with connect(ws_url(url), additional_headers=AUTH) as third:
+            got, code = until_closed(third)
+        assert code == 1008 and got[0]["error"] == "too many streams" and got[0]["type"] == "error"
+        first.close()
+        time.sleep(0.5)
+        with connect(ws_url(url), additional_headers=AUTH) as fourth:  # a closed stream frees its place
+            fourth.send(json.dumps({"model": "beta"}))
+            assert json.loads(fourth.recv(timeout=60))["type"] == "ready"
+            fourth.send(json.dumps({"end": True}))
+            assert until_closed(fourth)[1] == 1000
+        got, code = until_closed(second)  # silent for 1.5 s: told, then closed
+        assert code == 1000 and got == [{"type": "error", "error": "idle timeout", "field": None,
+                                         "detail": "no message for 1.5 s"}]
+        second.close()
+    finally:
+        ingress.reconfigure.remote({k: getattr(cfg, k) for k in LIMIT_FIELDS}).result()
+    assert httpx.get(f"{url}/v1/models", headers=AUTH).status_code == 200
+
+
+def test_a_pickle_in_a_request_is_refused_never_loaded(service, tmp_path):
+    """A pickle whose unpickling would create a file, sent every way a request can carry bytes: each a 4xx (or a
+    stream error), and the file never appears."""
+    from websockets.sync.client import connect
+
+    marker = tmp_path / "UNPICKLED"
+
+    class Canary:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    blob = pickle.dumps(Canary())
+    url, _ = service
+    sends = [({"content": blob, "headers": {"content-type": t}}, code) for t, code in
+             [("application/octet-stream", 415), ("application/python-pickle", 415), ("application/json", 400)]]
+    sends.append(({"files": {"video": ("model.pkl", blob, "application/octet-stream")}}, 422))
+    for kw, code in sends:
+        r = httpx.post(f"{url}/v1/recognize", headers={**AUTH, **kw.pop("headers", {})}, timeout=60, **kw)
+        assert r.status_code == code, (kw, r.text)
+    with connect(ws_url(url), additional_headers=AUTH) as ws:
+        ws.send(blob)
+        got = json.loads(ws.recv(timeout=60))
+    assert got["error"] == "binary message"
+    assert not marker.exists()
+
+
+def test_the_api_key_is_never_logged_nor_in_metrics(service, body, ray_local):
+    """Requests with the key (header and `?api_key=`) and with a wrong key; then neither key nor its digest is in
+    /metrics, nor in any of this Ray session's log files (Serve's access logs, the replicas' and proxy's logs)."""
+    import uuid
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from services.api import key_digest
+
+    url, _ = service
+    payload, _ = body
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    assert post(url, {**payload, "model": "alpha"}).status_code == 200
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+    with connect(ws_url(url, f"?api_key={KEY}")) as ws:
+        ws.send(json.dumps({"model": "beta"}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "ready"
+    with pytest.raises(InvalidStatus, match="403"):  # refused before the handshake completes
+        connect(ws_url(url, f"?api_key={wrong}"))
+    text = httpx.get(f"{url}/metrics", headers=AUTH).text
+    assert "actionllm_requests_total" in text
+    secrets = [KEY.encode(), wrong.encode(), key_digest(KEY).encode()]
+    assert not [s for s in secrets if s in text.encode()]
+    time.sleep(1.0)  # log handlers flush
+    logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
+    files = [f for f in logs.rglob("*") if f.is_file()]
+    serve_logs = b"".join(f.read_bytes() for f in files if "serve" in f.parts)
+    assert b"/v1/models" in serve_logs and b"401" in serve_logs  # the access logs were written and read here
+    leaked = [f.name for f in files if any(s in f.read_bytes() for s in secrets)]
+    assert leaked == []

@@ -58,3 +58,47 @@ def test_openpose_body25_maps_to_a_coco_model():
     frames = [{"people": [{"pose_keypoints_2d": list(np.arange(75, dtype=float) / 75 + 0.1)}]}] * 3
     seq = request_sequence(RecognizeRequest(format="openpose", data=frames), MODEL, max_frames=100)
     assert seq.layout == "coco17" and seq.num_frames == 3 and seq.dims == 2
+
+
+LIMITS = ("rate_limit_rps", "rate_limit_burst", "max_streams_per_client", "stream_idle_timeout_s")
+
+
+def test_per_client_limits_defaults_yaml_flags_and_refusals(tiny_recognizers, tmp_path):
+    """The limits' defaults are those of services/limits.py, deploy/serve.yaml and the RayService say the same,
+    flags override them, nonsense is refused, and build_app hands them to the ingress as its user_config."""
+    from services.app import ServeConfig, build_app
+    from services.limits import LimitSettings
+
+    alpha = str(tiny_recognizers["alpha"])
+    cfg = serve_config([alpha])
+    defaults = LimitSettings()
+    assert {k: getattr(cfg, k) for k in LIMITS} == {k: getattr(defaults, k) for k in LIMITS}
+    assert (cfg.rate_limit_rps, cfg.rate_limit_burst, cfg.max_streams_per_client) == (200, 400, 8)
+    service = yaml.safe_load((ROOT / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    for doc in (yaml.safe_load((ROOT / "deploy" / "serve.yaml").read_text()),
+                yaml.safe_load(service["spec"]["serveConfigV2"])):
+        args = doc["applications"][0]["args"]
+        assert {k: args[k] for k in LIMITS} == {k: getattr(defaults, k) for k in LIMITS}
+    cfg = serve_config([alpha], rate_limit_rps=0, rate_limit_burst=5, max_streams_per_client=1,
+                       stream_idle_timeout_s=2.5)
+    assert (cfg.rate_limit_rps, cfg.rate_limit_burst, cfg.max_streams_per_client, cfg.stream_idle_timeout_s) == (
+        0, 5, 1, 2.5)
+    for bad in ({"rate_limit_rps": -1}, {"rate_limit_burst": 0}, {"max_streams_per_client": -2},
+                {"stream_idle_timeout_s": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ServeConfig.model_validate({"models": [{"name": "a", "path": alpha}], **bad})
+    app = build_app(cfg)
+    ingress = app._bound_deployment  # the application's ingress deployment, with its options
+    assert ingress.name == "Ingress"
+    assert ingress.user_config == {"rate_limit_rps": 0, "rate_limit_burst": 5,
+                                                       "max_streams_per_client": 1, "stream_idle_timeout_s": 2.5}
+
+
+def test_serve_cli_has_the_limit_flags():
+    from typer.testing import CliRunner
+
+    from cli.common import app
+
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--rate-limit", "--rate-burst", "--max-streams", "--stream-idle-s"):
+        assert flag in out
