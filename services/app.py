@@ -12,13 +12,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from actionllm.checks import refuse_pickles
 from actionllm.contract import read_config
 
 from .api import Ingress, key_digest
-from .deployments import MetricsCollector, recognizer_server
+from .deployments import HEALTH_CHECK_PERIOD_S, MetricsCollector, recognizer_server
+from .limits import LimitSettings
 from .video import normalise_root
 
 INGRESS_MAX_ONGOING = 256  # requests one ingress replica holds at once
+LIMITS = LimitSettings()  # the defaults of the per-client limits
 
 
 class ModelRef(BaseModel):
@@ -68,6 +71,15 @@ class ServeConfig(BaseModel):
     max_video_frames: int = Field(10_000, ge=1, description="videos with more frames are refused")
     max_video_side: int = Field(4096, ge=16, description="videos wider or taller (pixels) are refused")
     api_key_env: str = Field("ACTIONLLM_API_KEY", description="env var holding the API key (unset: no key)")
+    # per-client limits (services/limits.py): a client is its API key, or its address when there is none; each
+    # ingress replica counts on its own; 0 switches a limit off
+    rate_limit_rps: float = Field(LIMITS.rate_limit_rps, ge=0, description="requests per second per client "
+                                  "(token bucket; over it: 429 with Retry-After)")
+    rate_limit_burst: int = Field(LIMITS.rate_limit_burst, ge=1, description="requests a client may send at once")
+    max_streams_per_client: int = Field(LIMITS.max_streams_per_client, ge=0, description="open WebSocket streams "
+                                        "per client (one more: an error message, then close 1008)")
+    stream_idle_timeout_s: float = Field(LIMITS.stream_idle_timeout_s, ge=0, description="a stream silent for this "
+                                         "long is closed")
     ingress_replicas: int = Field(1, ge=1)
 
     @field_validator("models")
@@ -78,6 +90,7 @@ class ServeConfig(BaseModel):
             raise ValueError(f"model names must be unique, got {names}")
         for m in models:
             read_config(m.path)  # a clear error now, not a replica crash later
+            refuse_pickles(m.path)  # a recognizer folder holds safetensors only
         return models
 
     @field_validator("video_roots")
@@ -115,8 +128,11 @@ def build_app(args: dict):
     key = os.environ.get(cfg.api_key_env)  # only its digest travels to the ingress replicas
     # the ingress only awaits the recognizers: with Serve's default max_ongoing_requests (5) the proxy backs off
     # (25 ms, 50 ms, ... 0.5 s) at concurrency > 5; the recognizers' own limit above is the back-pressure
+    limits = {k: getattr(cfg, k) for k in LimitSettings.__dataclass_fields__}  # Ingress.reconfigure's user_config
+    # health_check_period_s: a dead ingress replica is replaced within ~1 s of dying, not Serve's default 10 s
     return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0},
-                           max_ongoing_requests=INGRESS_MAX_ONGOING).bind(
+                           health_check_period_s=HEALTH_CHECK_PERIOD_S,
+                           max_ongoing_requests=INGRESS_MAX_ONGOING, user_config=limits).bind(
         models, server, collector, max_frames=cfg.max_frames, max_body_bytes=cfg.max_body_bytes,
         api_key_env=cfg.api_key_env, api_key_sha256=key_digest(key) if key else None,
         video={"roots": cfg.video_roots, "max_bytes": cfg.max_video_bytes, "max_frames": cfg.max_video_frames,

@@ -1,4 +1,4 @@
-"""The Serve deployments behind the ingress: recognizer replicas and the metrics collector.
+"""The Serve deployments behind the ingress: recognizer replicas (and the metrics collector, from services/metrics.py).
 
 A `RecognizerServer` replica holds up to K recognizers (`@serve.multiplexed`, LRU-evicted): recognizers on
 the same base model share one copy of it (each adds its LoRA adapter and head; see Recognizer.load(shared=)),
@@ -23,24 +23,9 @@ from ray import serve
 from actionllm.methods import load_recognizer
 
 from .batching import Batcher
-from .metrics import EventBuffer, ServiceMetrics
+from .metrics import HEALTH_CHECK_PERIOD_S, EventBuffer, MetricsCollector  # noqa: F401 (MetricsCollector: app.py's)
 
 log = logging.getLogger("ray.serve")
-
-
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
-class MetricsCollector:
-    """The one prometheus-client registry of the application (see services/metrics.py)."""
-
-    def __init__(self) -> None:
-        self.metrics = ServiceMetrics()
-
-    def record(self, events: list[list]) -> int:
-        self.metrics.apply(events)
-        return len(events)
-
-    def render(self) -> bytes:
-        return self.metrics.render()
 
 
 class Loaded:
@@ -66,7 +51,8 @@ def resolve_device(device: str) -> str:
 def recognizer_server(max_models: int):
     """The recognizer deployment class with K = `max_models` recognizers per replica (a decorator argument)."""
 
-    @serve.deployment(name="RecognizerServer")
+    # a dead replica is noticed (and replaced) within HEALTH_CHECK_PERIOD_S, not Serve's default 10 s
+    @serve.deployment(name="RecognizerServer", health_check_period_s=HEALTH_CHECK_PERIOD_S)
     class RecognizerServer:
         def __init__(self, models: dict[str, str], collector, preload: list[str], device: str = "auto",
                      max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01, window_batch: int = 16,
