@@ -53,7 +53,7 @@ browser:
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
 test: $(DEV_STAMP) browser
-	$(PY) -m pytest -q --durations=12 tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/evaluate_speed.py
 	$(PY) bench/joint2text_tokens.py
 	$(PY) bench/video_throughput.py
+	$(PY) bench/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) data/demo .pytest_cache
