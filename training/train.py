@@ -10,6 +10,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -157,6 +159,19 @@ def preprocess_in_task(batch: dict, spec: dict) -> dict:
     return _PREPROCESSORS[key](batch)
 
 
+def fit_keeping_sigint(trainer):
+    """trainer.fit(), then the SIGINT handler from before it. Ray Train installs its own handler (Ctrl-C aborts
+    the run) and leaves it installed; a Ctrl-C after fit, e.g. between two stages, would then go to the finished
+    run's controller and be lost, and the next stage would train on."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        return trainer.fit()
+    finally:
+        if main and before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
 def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None, say=print) -> dict:
     """Train; returns a summary with the recognizer folder and the last metrics. `callbacks` go to the
     trainer's RunConfig (Ray Tune's TuneReportCallback when this runs as a trial of a search). `say` gets the
@@ -271,7 +286,7 @@ def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | No
                              callbacks=[*(callbacks or []), TrainMetricsExporter(Path(remote or out).name, tc.recipe)]),
         datasets=datasets,
     )
-    result = trainer.fit()
+    result = fit_keeping_sigint(trainer)
     lap("fit_s")
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint (error: {result.error})")

@@ -96,3 +96,21 @@ def test_a_restarted_trial_reports_the_epochs_its_folder_keeps(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     assert [m["epoch"] for m in kept_epochs(tmp_path)] == [0, 1, 2]
     assert kept_epochs(tmp_path / "nothing") == []
+
+
+def test_ctrl_c_after_a_stage_is_not_left_to_the_finished_runs_handler():
+    """Ray Train's fit installs its own SIGINT handler and leaves it: fit_keeping_sigint puts the one from before
+    back, so a Ctrl-C between two stages interrupts the command instead of reaching a finished run."""
+    import signal
+
+    from training.train import fit_keeping_sigint
+
+    class Trainer:  # stands in for TorchTrainer: its fit installs a handler that swallows Ctrl-C
+        def fit(self):
+            signal.signal(signal.SIGINT, lambda *_: None)
+            return "result"
+
+    before = signal.getsignal(signal.SIGINT)
+    assert fit_keeping_sigint(Trainer()) == "result" and signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
