@@ -201,8 +201,8 @@ def check_shards(folder: str | Path, hashes: bool | None = True) -> list[str]:
 # --- recognizer folders ----------------------------------------------------------------------------------------
 def recognizer_report(folder: str | Path) -> Report:
     """The problems of a recognizer folder (an ensemble's: its members') and a `<recipe> recognizer` summary."""
-    from .contract import read_config
     from .errors import check_safetensors
+    from .recognizer_folder import read_config
 
     folder = Path(folder)
     report = Report("recognizer")

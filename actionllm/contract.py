@@ -4,7 +4,7 @@ A recognizer is built as `cls(config, class_names, layout, dims, **extras)` and 
 self-describing folder (no pickles):
 
   config.json          format, recipe, stage, the recipe's config, label names, layout, dims, window N / stride,
-                       + the method's own fields (`folder_meta`)
+                       what serving needs before loading it (`serving`), + the method's own fields (`folder_meta`)
   <name>.safetensors   one file per entry of `weight_files` (e.g. head.safetensors, model.safetensors)
   ...                  whatever `save_files` adds (a LoRA recognizer: the PEFT adapter, tokenizer, base weights)
 
@@ -27,46 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
-
-FORMAT = "actionllm-recognizer"
-
-
-def read_config(folder: str | Path) -> dict:
-    """The `config.json` of a recognizer folder, checked to be one."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a recognizer folder (config.json missing)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not an ActionLLM recognizer config ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "recipe" not in meta:
-        raise ValueError(f"{path}: not an ActionLLM recognizer (format={meta.get('format') if isinstance(meta, dict) else None!r})")
-    return meta
-
-
-SAMPLE = "sample.json"
-SAMPLE_MAX_FRAMES = 300
-
-
-def write_sample(folder: str | Path, seq) -> Path:
-    """A real sequence of the recognizer's data (a SkeletonSequence, body 0, at most SAMPLE_MAX_FRAMES frames) as
-    `sample.json` in its folder: what the service's web page offers as a one-click example."""
-    path = Path(folder) / SAMPLE
-    frames = seq.joints[0, :SAMPLE_MAX_FRAMES]
-    path.write_text(json.dumps({"sample_id": seq.sample_id, "label": seq.label_name, "layout": seq.layout,
-                                "fps": float(seq.fps), "frames": np.round(frames, 4).tolist()}) + "\n")
-    return path
-
-
-def read_sample(folder: str | Path) -> dict | None:
-    """The folder's `sample.json` (None when it has none or it is unreadable)."""
-    path = Path(folder) / SAMPLE
-    try:
-        sample = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return sample if isinstance(sample, dict) and isinstance(sample.get("frames"), list) else None
+from .recognizer_folder import FORMAT, read_config
 
 
 def save_module(module: nn.Module, path: Path) -> None:
@@ -178,7 +139,14 @@ class RecognizerBase(nn.Module, abc.ABC):
                 "layout": self.layout, "dims": self.dims, "window": window, "stride": stride}
         if self.stage is not None:
             meta["stage"] = self.stage
+        meta["serving"] = self.serving_facts()
         return meta
+
+    def serving_facts(self) -> dict:
+        """What a server needs to know of this recognizer before loading it (config.json's `serving` block, read
+        by `recognizer_folder.serving_facts`): its input and whether it takes candidates. A video recognizer
+        adds its clip's frames and image size."""
+        return {"input": "skeleton", "open_vocabulary": bool(self.open_vocabulary)}
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -218,35 +186,6 @@ class RecognizerBase(nn.Module, abc.ABC):
         rec = cls.build_from_folder(folder, meta, device=device, shared=shared)
         rec.load_weights(folder)
         return rec.to(device).eval()
-
-
-MAX_CANDIDATES = 200  # classes one open-vocabulary request may name
-MAX_CANDIDATE_TEXTS = 8  # texts one candidate may bring
-MAX_CANDIDATE_CHARS = 600  # characters in a candidate's name or text
-
-
-def check_candidates(candidates) -> list[dict]:
-    """Classes named at request time (open-vocabulary recognizers) -> [{"name", "texts"}], checked; ValueError
-    starting with the entry at fault (`candidates[3].texts: ...`)."""
-    if not isinstance(candidates, list) or len(candidates) < 2:
-        raise ValueError("candidates: give at least two classes to choose among")
-    if len(candidates) > MAX_CANDIDATES:
-        raise ValueError(f"candidates: {len(candidates)} classes, at most {MAX_CANDIDATES}")
-    out, seen = [], set()
-    for i, c in enumerate(candidates):
-        name = c.get("name") if isinstance(c, dict) else None
-        if not isinstance(name, str) or not name.strip() or len(name) > MAX_CANDIDATE_CHARS:
-            raise ValueError(f"candidates[{i}].name: a non-empty string of at most {MAX_CANDIDATE_CHARS} characters")
-        if name.strip() in seen:
-            raise ValueError(f"candidates[{i}].name: {name.strip()!r} is named twice")
-        seen.add(name.strip())
-        texts = c.get("texts") or []
-        if not isinstance(texts, list) or len(texts) > MAX_CANDIDATE_TEXTS or not all(
-                isinstance(t, str) and t.strip() and len(t) <= MAX_CANDIDATE_CHARS for t in texts):
-            raise ValueError(f"candidates[{i}].texts: at most {MAX_CANDIDATE_TEXTS} non-empty strings of at most "
-                             f"{MAX_CANDIDATE_CHARS} characters")
-        out.append({"name": name.strip(), "texts": [t.strip() for t in texts]})
-    return out
 
 
 def missing_methods(cls: type) -> list[str]:

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
-from .contract import check_candidates  # noqa: E402
 from .ensemble import check_members  # noqa: E402
 from .inference import cut, predict_many, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
+from .recognizer_folder import check_candidates  # noqa: E402
 from .skeleton.shards import Manifest, read_shards  # noqa: E402
 from .skeleton.transforms import UP_AXES, rotate_view, window_starts  # noqa: E402
 

@@ -16,9 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from .contract import RecognizerBase, missing_methods, read_config
+from .contract import RecognizerBase, missing_methods
 from .ensemble import RECIPE as ENSEMBLE
 from .ensemble import EnsembleRecognizer, load_ensemble
+from .recognizer_folder import read_config, serving_facts
 from .skeleton.augment import AugmentConfig
 
 
@@ -133,6 +134,20 @@ def folder_class(meta: dict) -> type[RecognizerBase]:
     if stage in recipe.stages and recipe.recognizer_cls(stage).servable:
         return recipe.recognizer_cls(stage)
     return recipe.recognizer_cls()
+
+
+def folder_facts(meta: dict) -> dict:
+    """What serving needs to know of a folder before loading it (see recognizer_folder.serving_facts): from its
+    config.json, or, for a folder written before config.json carried them, from the class that loads it."""
+    facts = serving_facts(meta)
+    if facts is not None:
+        return facts
+    cls = folder_class(meta)
+    if getattr(cls, "features_of", None) is None:
+        return {"input": "skeleton", "open_vocabulary": bool(cls.open_vocabulary)}
+    cfg = cls.config_cls.model_validate(meta["config"])  # a video recognizer (lvlm-var)
+    return {"input": "video", "open_vocabulary": bool(cls.open_vocabulary), "frames": cfg.video.frames,
+            "image_size": cfg.encoder.image_size}
 
 
 # --- how settings reach a config -------------------------------------------------------------------------------

@@ -36,9 +36,8 @@ from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableE
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from actionllm.contract import check_candidates, read_config, read_sample
 from actionllm.inference import aggregate, cut, recognize_clip
-from actionllm.methods import folder_class  # (importing the methods registers every recipe)
+from actionllm.recognizer_folder import check_candidates, read_config, read_sample, serving_facts
 from actionllm.skeleton.layouts import get_layout
 
 from .limits import ClientLimits, LimitSettings, client_id, retry_after
@@ -95,14 +94,16 @@ api.openapi = _openapi
 
 def model_info(name: str, path: str) -> ModelInfo:
     meta = read_config(path)
-    cls = folder_class(meta)
+    facts = serving_facts(meta)
+    if facts is None:  # a folder written before config.json said how to serve it: its class says (imports torch)
+        from actionllm.methods import folder_facts
+        facts = folder_facts(meta)
     common = dict(name=name, recipe=meta["recipe"], layout=meta["layout"], dims=meta["dims"],
                   window=meta.get("window"), stride=meta.get("stride"), classes=meta["class_names"],
-                  sample=read_sample(path) is not None, open_vocabulary=cls.open_vocabulary)
-    if getattr(cls, "features_of", None) is not None:  # a video recognizer (lvlm-var): clips, not joints
-        cfg = cls.config_cls.model_validate(meta["config"])
-        return ModelInfo(**common, joint_names=[], bones=[], input="video", frames=cfg.video.frames,
-                         image_size=cfg.encoder.image_size)
+                  sample=read_sample(path) is not None, open_vocabulary=facts["open_vocabulary"])
+    if facts["input"] == "video":  # a video recognizer (lvlm-var): clips, not joints
+        return ModelInfo(**common, joint_names=[], bones=[], input="video", frames=facts["frames"],
+                         image_size=facts["image_size"])
     layout = get_layout(meta["layout"])
     return ModelInfo(**common, joint_names=list(layout.joints),
                      bones=[(int(a), int(b)) for a, b in layout.bone_index])

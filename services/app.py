@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actionllm.checks import refuse_pickles
-from actionllm.contract import read_config
+from actionllm.recognizer_folder import read_config
 
 from .api import Ingress, key_digest
 from .deployments import HEALTH_CHECK_PERIOD_S, MetricsCollector, recognizer_server

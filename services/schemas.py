@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from actionllm.contract import MAX_CANDIDATE_CHARS, MAX_CANDIDATE_TEXTS, MAX_CANDIDATES
+from actionllm.recognizer_folder import MAX_CANDIDATE_CHARS, MAX_CANDIDATE_TEXTS, MAX_CANDIDATES
 from actionllm.skeleton.formats.base import FormatError
 from actionllm.skeleton.layouts import LAYOUTS, get_layout
 from actionllm.skeleton.sequence import SkeletonSequence

@@ -60,7 +60,7 @@ def tiny_recognizers(tmp_path_factory, data_root) -> dict[str, Path]:
                 if "lora_B" in n:  # LoRA B starts at 0 (adapter = identity): give each one its own
                     p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         out[name] = rec.save(tmp_path_factory.mktemp("recognizers") / name)
-    from actionllm.contract import write_sample
+    from actionllm.recognizer_folder import write_sample
 
     reader = get_reader("msr-action3d")(data_root / "msr_action3d")
     seq = next(s for s in reader if hasattr(s, "joints") and s.subject in ("2", "4", "6", "8", "10"))

@@ -25,7 +25,7 @@ from actionllm.components.backbone import check_available
 from actionllm.components.text_encoder import check_available as check_text_encoder
 from actionllm.components.visual_encoder import VisualEncoderConfig
 from actionllm.components.visual_encoder import check_available as check_visual_encoder
-from actionllm.contract import write_sample
+from actionllm.recognizer_folder import write_sample
 from actionllm.registry import get_recipe
 from actionllm.skeleton.shards import Manifest, read_shards, shard_files
 from actionllm.skeleton.transforms import window_starts

@@ -25,6 +25,15 @@ def test_import_actionllm_does_not_import_ray():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_service_ingress_imports_no_torch():
+    """An ingress replica describes recognizers from their folders without torch, transformers or peft, so a
+    replacement starts in seconds (docs/reliability.md, failover)."""
+    code = ("import sys, services.api, services.metrics\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft'))\n"
+            "assert not bad, bad[:5]")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
 def plant(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         path = root / rel

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actionllm.methods import load_recognizer
+from actionllm.methods import folder_facts, load_recognizer
+from actionllm.recognizer_folder import read_config, serving_facts
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy-46c0f35"
 
@@ -22,5 +23,8 @@ def test_folder_written_by_old_main_loads_and_answers_the_same(name):
     if "generated" in expected:
         assert out["generated"] == expected["generated"]
     assert rec.recipe == name
+    meta = read_config(FIXTURES / name)  # no `serving` block: what the service needs comes from the class
+    assert serving_facts(meta) is None
+    assert folder_facts(meta) == {"input": "skeleton", "open_vocabulary": False}
     if name == "llm-ar":  # the old config key `tokenizer` reads as `vqvae_folder`
         assert rec.cfg.vqvae_folder == "/nonexistent/stage1/recognizer" and rec.stage == "llm"

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from actionllm.components.vq import collapse_repeats
-from actionllm.methods import get_recipe, load_recognizer
+from actionllm.methods import folder_facts, get_recipe, load_recognizer
 from actionllm.methods.lvlm_var.config import LVLMVARConfig
 from actionllm.methods.lvlm_var.model import LVLMVARRecognizer, VSTRecognizer, by_length
+from actionllm.recognizer_folder import read_config, serving_facts
 
 NAMES = ["wave", "kick", "bend"]
 TINY = {"backbone": {"name_or_path": "tiny"}, "vst": {"codebook_size": 16, "hidden": 32, "heads": 2},
@@ -123,6 +124,11 @@ def test_llm_stage_ranks_the_true_class_first_on_a_toy_task_and_round_trips(tmp_
         val = rec(feats, labels=labels)
     assert val["logits"].argmax(1).tolist() == labels.tolist() and val["loss"] > 0
     rec.save(tmp_path / "rec")
+    # what the service's ingress reads without torch, and what the class says for a folder without it
+    meta = read_config(tmp_path / "rec")
+    facts = {"input": "video", "open_vocabulary": False, "frames": rec.cfg.video.frames,
+             "image_size": rec.cfg.encoder.image_size}
+    assert serving_facts(meta) == facts and folder_facts({k: v for k, v in meta.items() if k != "serving"}) == facts
     again = load_recognizer(tmp_path / "rec")
     after = again.predict_windows(test)
     assert np.allclose(pred["probabilities"], after["probabilities"], atol=1e-5)

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from actionllm.components import knowledge as kn
 from actionllm.components.clips import ClipCollate, object_column, prepare_clip
-from actionllm.methods import get_recipe, load_recognizer
+from actionllm.methods import folder_facts, get_recipe, load_recognizer
 from actionllm.methods.sugar.alignment import TextBank, class_scores, contrast_set, mil_nce, sample_positives
 from actionllm.methods.sugar.model import SugarAlignRecognizer
+from actionllm.recognizer_folder import serving_facts
 from actionllm.skeleton.formats import get_reader
 
 MOTION = "head {0}; hand {1}; arm {2}; hip {3}; leg {4}; foot {5}"
@@ -192,6 +193,8 @@ def test_folder_round_trip_needs_no_text_encoder_and_predicts_identically(traine
     meta = json.loads((folder / "config.json").read_text())
     assert meta["stage"] == "align" and [k["label"] for k in meta["knowledge"]] == list(CLASSES)
     assert meta["config"]["knowledge"].endswith("msr_action3d.jsonl")  # which file, resolved when built
+    assert serving_facts(meta) == {"input": "skeleton", "open_vocabulary": True}  # the ingress takes candidates
+    assert folder_facts({k: v for k, v in meta.items() if k != "serving"}) == serving_facts(meta)
     again = load_recognizer(folder)
     assert isinstance(again, SugarAlignRecognizer) and again._text_encoder is None
     after = again.predict_windows(wins)

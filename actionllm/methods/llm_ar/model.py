@@ -27,7 +27,8 @@ from ...components.backbone import hidden_size, input_embeddings
 from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
 from ...components.label_scoring import LabelScorer
 from ...components.lora import LoraRecognizer
-from ...contract import RecognizerBase, load_module, no_grad_eval, read_config
+from ...contract import RecognizerBase, load_module, no_grad_eval
+from ...recognizer_folder import read_config
 from ...skeleton.layouts import get_layout
 from .config import LLMARConfig
 from .vqvae import ActionVQVAE, clip_features, usage_metrics

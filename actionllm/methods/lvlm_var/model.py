@@ -28,7 +28,8 @@ from ...components.label_scoring import LabelScorer
 from ...components.lora import LoraRecognizer
 from ...components.visual_encoder import feature_width, load_visual_encoder
 from ...components.vq import collapse_repeats, usage_metrics
-from ...contract import RecognizerBase, no_grad_eval, read_config
+from ...contract import RecognizerBase, no_grad_eval
+from ...recognizer_folder import read_config
 from .config import LVLMVARConfig
 from .vst import VST
 
@@ -85,6 +86,10 @@ class VideoInput:
                              f"[T', D]; got arrays of shapes {sorted({a.shape for a in arrays})}")
         feats = self.encoder.encode(np.stack(arrays))
         return feats.to(device).float(), int(getattr(self.encoder, "frames_per_step", 1))
+
+    def serving_facts(self) -> dict:
+        return {**super().serving_facts(), "input": "video", "frames": self.cfg.video.frames,
+                "image_size": self.cfg.encoder.image_size}
 
     @staticmethod
     def frame_weights(received: torch.Tensor, per_step: int) -> list[np.ndarray]:

@@ -35,7 +35,8 @@ from ...components.knowledge import ClassKnowledge, knowledge_for, parse_entry, 
 from ...components.label_scoring import NEG, LabelScorer
 from ...components.lora import LoraRecognizer
 from ...components.text_encoder import TextEncoder
-from ...contract import RecognizerBase, check_candidates, no_grad_eval
+from ...contract import RecognizerBase, no_grad_eval
+from ...recognizer_folder import check_candidates
 from ...skeleton.layouts import get_layout
 from .alignment import SequenceEncoder, TextBank, class_scores, contrast_set, mil_nce, sample_positives
 from .bridge import Bridge
