@@ -19,7 +19,6 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from ray.data.collate_fn import NumpyBatchCollateFn
-from transformers import get_cosine_schedule_with_warmup
 
 from actionllm.contract import RecognizerBase
 from actionllm.registry import get_recipe
@@ -127,6 +126,8 @@ def build_optimiser(rec: RecognizerBase, tc: TrainConfig, total_steps: int):
                               weight_decay=tc.weight_decay)
     else:
         opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+    from transformers import get_cosine_schedule_with_warmup  # (imported only where a run trains)
+
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(tc.warmup_ratio * total_steps), total_steps)
     return opt, sched
 

@@ -15,15 +15,18 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pydantic
 import torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # transformers and peft are imported where a model or tokenizer is built (~3.5 s): a process
+    # that only reads configs, or trains a GCN recipe, never pays for them
+    from transformers import LlamaConfig, PreTrainedModel
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN = ("tiny", "smollm2-135m")
@@ -144,6 +147,8 @@ def tiny_config(
         pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
         architectures=["LlamaForCausalLM"],
     )
+    from transformers import LlamaConfig
+
     return LlamaConfig(**{**kw, **overrides})
 
 
@@ -156,6 +161,8 @@ def _cached_tokenizer(src: str, gguf_file: str | None, revision: str | None, tru
     """One load per process (callers get deep copies). A tokenizer read from a GGUF file (~5 s to parse
     SmolLM2's vocabulary) is also saved once as a fast tokenizer folder keyed by the file's path, size and
     mtime, so every later process (Ray actors, tune trials) loads it in well under a second."""
+    from transformers import AutoTokenizer
+
     if gguf_file:
         path = Path(src) / gguf_file
         if path.is_file():
@@ -216,6 +223,8 @@ def context_length(cfg: BackboneConfig) -> int | None:
 
 def load_backbone(cfg: BackboneConfig, device: torch.device | str = "cpu", seed: int = 0):
     """-> (AutoModelForCausalLM, tokenizer); model.config._attn_implementation records the kernel chosen."""
+    from transformers import AutoModelForCausalLM
+
     tok = load_tokenizer(cfg)
     dtype, attn = resolve_dtype(cfg.dtype, device), choose_attention(cfg.attn_implementation, device)
     if cfg.name_or_path == "tiny":
@@ -241,6 +250,8 @@ def save_base(model: PreTrainedModel, folder: str | Path, dtype: torch.dtype | N
     transformers refuses save_pretrained on a GGUF-loaded model (its quantizer is "not serializable"), so
     the state dict is copied into a fresh model built from a clean copy of its config, then saved
     (safetensors) in `dtype` (default: the model's own)."""
+    from transformers import AutoModelForCausalLM
+
     model = unwrap(model)
     conf = copy.deepcopy(model.config)
     if hasattr(conf, "quantization_config"):
@@ -259,6 +270,8 @@ def load_base(folder: str | Path, device: torch.device | str = "cpu", dtype: str
               attn_implementation: str = "auto") -> PreTrainedModel:
     """Reload a save_base folder; dtype "auto" keeps the dtype it was saved in. Safetensors only: a folder with
     nothing but a pytorch_model.bin (a pickle) is refused, never unpickled."""
+    from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(
         str(folder), dtype=resolve_dtype(dtype, device) if dtype != "auto" else "auto",
         attn_implementation=choose_attention(attn_implementation, device), device_map=str(torch.device(device)),
@@ -270,7 +283,8 @@ def load_base(folder: str | Path, device: torch.device | str = "cpu", dtype: str
 
 def unwrap(model: torch.nn.Module) -> PreTrainedModel:
     """The transformers model under a PeftModel (its LoRA layers are injected in place, so stay active)."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    peft = sys.modules.get("peft")  # not imported: the model cannot be a PeftModel
+    return model.get_base_model() if peft is not None and isinstance(model, peft.PeftModel) else model
 
 
 def last_hidden_state(model: torch.nn.Module, input_ids: torch.Tensor,

@@ -12,11 +12,17 @@ A `[list]` slot in the prompt names the candidate classes ("... from [list].", t
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
 from .backbone import unwrap
 
 NEG = -1e4  # score of a class that is not a candidate (finite: softmax stays defined)
+
+
+def kv_cache(llm):
+    """An empty KV cache for `llm` (transformers imported here, not when a GCN-only process loads this file)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=unwrap(llm).config)
 
 
 def class_text(name: str) -> str:
@@ -99,7 +105,7 @@ class LabelScorer:
         l0 = prefix.shape[1]
         decoder, head = unwrap(llm).get_decoder(), unwrap(llm).get_output_embeddings()
         if share_prefix:
-            cache = DynamicCache(config=unwrap(llm).config)
+            cache = kv_cache(llm)
             out = decoder(inputs_embeds=prefix, use_cache=True, past_key_values=cache)
             first = out.last_hidden_state[:, -1][rows]  # [R, d]: predicts the first answer token
             counts = torch.bincount(rows, minlength=prefix.shape[0])
@@ -180,7 +186,7 @@ class LabelScorer:
             return [""] * vec.shape[0]
         prefix = self.prefix(llm, vec, candidates)
         decoder, head, emb = unwrap(llm).get_decoder(), unwrap(llm).get_output_embeddings(), llm.get_input_embeddings()
-        cache = DynamicCache(config=unwrap(llm).config)
+        cache = kv_cache(llm)
         out = decoder(inputs_embeds=prefix, use_cache=True, past_key_values=cache)
         h, cache, pos = out.last_hidden_state[:, -1:], out.past_key_values, prefix.shape[1]
         ids, done = [], torch.zeros(vec.shape[0], dtype=torch.bool, device=vec.device)

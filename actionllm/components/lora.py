@@ -13,17 +13,20 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydantic
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import PreTrainedModel
 
 from ..contract import RecognizerBase
 from ..errors import check_safetensors
 from .backbone import describe, load_backbone, load_base, save_base
 from .no_pickles import refuse_pickles
+
+if TYPE_CHECKING:  # peft and transformers: imported where an adapter is built or loaded (see backbone.py)
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 ADAPTER = "adapter_model.safetensors"
 
@@ -40,6 +43,8 @@ class LoraSettings(pydantic.BaseModel):
 
 def apply_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
     """Freeze the base, add LoRA adapters on `lora.target_modules`; only LoRA weights are trainable."""
+    from peft import LoraConfig, get_peft_model
+
     conf = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none",
@@ -79,6 +84,7 @@ def base_key(folder: str | Path, meta: dict) -> str:
 
 def load_lora_llm(folder: Path, meta: dict, backbone_cfg, device: str = "cpu", shared: dict | None = None):
     """-> (PeftModel with the folder's adapter, tokenizer, adapter name, shared key or None)."""
+    from peft import PeftModel
     from transformers import AutoTokenizer
 
     refuse_pickles(folder)  # PEFT and transformers would torch.load an adapter_model.bin / pytorch_model.bin
@@ -147,6 +153,8 @@ class LoraRecognizer(RecognizerBase):
         super().load_weights(folder)
         path = Path(folder) / ADAPTER
         check_safetensors(path)
+        from peft import set_peft_model_state_dict
+
         set_peft_model_state_dict(self.llm, load_file(str(path)), adapter_name=self.adapter_name)
 
     @classmethod

@@ -62,10 +62,12 @@ class Recorder:
 
 @pytest.mark.parametrize("ask", [None, True])
 def test_backbone_trusts_remote_code_only_when_asked(monkeypatch, ask):
+    import transformers
+
     from actionllm.components import backbone
 
     Recorder.calls = []
-    monkeypatch.setattr(backbone, "AutoTokenizer", Recorder)
+    monkeypatch.setattr(transformers, "AutoTokenizer", Recorder)  # backbone imports it where it loads one
     backbone._cached_tokenizer.cache_clear()
     cfg = backbone.BackboneConfig(name_or_path="org/some-model", **({} if ask is None else {"trust_remote_code": ask}))
     with pytest.raises(OSError, match="recorded"):
@@ -76,6 +78,8 @@ def test_backbone_trusts_remote_code_only_when_asked(monkeypatch, ask):
 
 
 def test_backbone_model_load_passes_the_setting_through(monkeypatch):
+    import transformers
+
     from actionllm.components import backbone
 
     class Tok:
@@ -83,7 +87,7 @@ def test_backbone_model_load_passes_the_setting_through(monkeypatch):
 
     Recorder.calls = []
     monkeypatch.setattr(backbone, "load_tokenizer", lambda cfg: Tok())
-    monkeypatch.setattr(backbone, "AutoModelForCausalLM", Recorder)
+    monkeypatch.setattr(transformers, "AutoModelForCausalLM", Recorder)
     for ask in (False, True):
         with pytest.raises(OSError):
             backbone.load_backbone(backbone.BackboneConfig(name_or_path="org/m", trust_remote_code=ask))

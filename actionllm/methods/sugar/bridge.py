@@ -19,7 +19,6 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
-from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 
 class BridgeConfig(BaseModel):
@@ -42,7 +41,10 @@ def segment_bounds(length: int, k: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
-def qformer(cfg: BridgeConfig, feature_width: int) -> Blip2QFormerModel:
+def qformer(cfg: BridgeConfig, feature_width: int) -> nn.Module:
+    """transformers' Blip2QFormerModel (imported here: a GCN-only process never pays for transformers)."""
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
     config = Blip2QFormerConfig(hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
                                 intermediate_size=4 * cfg.hidden, encoder_hidden_size=feature_width,
                                 cross_attention_frequency=1, hidden_dropout_prob=cfg.dropout,
