@@ -96,7 +96,7 @@ def test_stgcn_through_the_same_commands_on_real_msr(tmp_path, data_root):
     assert [s["start_epoch"] for s in starts] == [0, done + 1]
     summary = json.loads((runs / "summary.json").read_text())
     assert summary["metrics"]["epoch"] == 2 and "val_accuracy" in summary["metrics"]
-    # a finished run is not trained again; other settings are refused, not mixed into it (--restart: test_resume.py)
+    # a finished run is not trained again; other settings are refused, not mixed into it (--restart: at the end)
     assert "is already trained" in run(*train).stderr
     other = run(*train[:-2], "--frames", 24, check=False)
     assert other.returncode == 2 and "holds a run with other settings (recipe_config.clip.frames 16 -> 24)" in other.stderr
@@ -122,6 +122,13 @@ def test_stgcn_through_the_same_commands_on_real_msr(tmp_path, data_root):
     (pred,) = json.loads(run("predict", "--checkpoint", runs / "recognizer", "--input", clip,
                              "--format", "msr-action3d").stdout)
     assert pred["label"] in config["class_names"] and pred["windows"] == 1  # stgcn reads the whole sequence
+    # --restart starts over on purpose, here with settings the finished run would refuse (1 epoch, not 3)
+    restarted = run(*train[:-4], "--epochs", 1, "--frames", 16, "--restart")
+    assert f"--restart: removed the earlier run in {runs}" in restarted.stderr and "resuming" not in restarted.stderr
+    starts = [json.loads(x) for x in (runs / "metrics.jsonl").read_text().splitlines() if '"kind": "start"' in x]
+    assert [s["start_epoch"] for s in starts] == [0]  # the old run's metrics went with it
+    assert json.loads((runs / "summary.json").read_text())["metrics"]["epoch"] == 0
+    assert "is already trained" in run(*train[:-4], "--epochs", 1, "--frames", 16).stderr
 
 
 LLM_AR_YAML = """
