@@ -24,6 +24,7 @@ from actionllm.contract import RecognizerBase
 from actionllm.registry import get_recipe
 
 from .config import TrainConfig
+from .resume import SNAPSHOT
 
 STATE = "train_state.pt"
 # Ray Train V2 patches print() in workers and tees it (each line twice in the driver); a logger prints once
@@ -150,7 +151,7 @@ def maybe_inject_failure(tc: TrainConfig, epoch: int, rank: int, world: int) -> 
     at the first optimiser step after epoch `fail_at_epoch` was checkpointed -- once per run folder.
 
     "Checkpointed" means registered by Ray Train's controller, which collects the workers' reports when it polls
-    them (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s) and then writes its checkpoint_manager_snapshot.json:
+    them (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: 2 s, 0.5 s on our own Ray) and then writes its checkpoint_manager_snapshot.json:
     a worker that dies within that poll of its report loses that checkpoint, and the run resumes from the one
     before. The injected failure waits (at most 30 s) for the snapshot to be written, so that it tests a resume
     from the reported epoch; with data held in memory the next epoch's first step follows the report at once."""
@@ -158,7 +159,7 @@ def maybe_inject_failure(tc: TrainConfig, epoch: int, rank: int, world: int) -> 
         return
     marker = Path(tc.output) / ".injected_failure"
     if not marker.exists():
-        snapshot = Path(tc.output) / "ray" / "train" / "checkpoint_manager_snapshot.json"  # run_storage layout
+        snapshot = Path(tc.output) / SNAPSHOT
         deadline = time.time() + 30
         while not snapshot.is_file() and time.time() < deadline:
             time.sleep(0.2)
