@@ -160,16 +160,40 @@ def preprocess_in_task(batch: dict, spec: dict) -> dict:
 
 
 def fit_keeping_sigint(trainer):
-    """trainer.fit(), then the SIGINT handler from before it. Ray Train installs its own handler (Ctrl-C aborts
-    the run) and leaves it installed; a Ctrl-C after fit, e.g. between two stages, would then go to the finished
-    run's controller and be lost, and the next stage would train on."""
+    """trainer.fit(), then the SIGINT handler from before it, and a Ctrl-C received during it never lost.
+
+    Ray Train installs its own handler (Ctrl-C aborts the run) and leaves it installed; a Ctrl-C after fit, e.g.
+    between two stages, would then go to the finished run's controller and be lost, and the next stage would
+    train on. And Ray's handler asks the controller to abort, which does nothing when the run has not started
+    yet: the run then trains to its end. So Ray's handler is wrapped to also note the Ctrl-C, and a noted one
+    raises KeyboardInterrupt once fit returns."""
     main = threading.current_thread() is threading.main_thread()
-    before = signal.getsignal(signal.SIGINT) if main else None
-    try:
+    if not main:  # a Tune trial: Ray Train registers no handler outside the main thread
         return trainer.fit()
+    before = signal.getsignal(signal.SIGINT)
+    noted = threading.Event()
+    register = getattr(trainer, "_register_sigint_handler", None)  # Ray Train 2.60's hook (private: checked)
+    if callable(register):
+        def register_and_note(controller):
+            register(controller)
+            ray_handler = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                noted.set()
+                if callable(ray_handler):
+                    ray_handler(signum, frame)
+
+            signal.signal(signal.SIGINT, handler)
+
+        trainer._register_sigint_handler = register_and_note
+    try:
+        result = trainer.fit()
     finally:
-        if main and before is not None:
+        if before is not None:
             signal.signal(signal.SIGINT, before)
+    if noted.is_set():
+        raise KeyboardInterrupt("Ctrl-C during training")
+    return result
 
 
 def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | None = None, say=print) -> dict:

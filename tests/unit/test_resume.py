@@ -110,7 +110,36 @@ def test_ctrl_c_after_a_stage_is_not_left_to_the_finished_runs_handler():
             signal.signal(signal.SIGINT, lambda *_: None)
             return "result"
 
-    before = signal.getsignal(signal.SIGINT)
-    assert fit_keeping_sigint(Trainer()) == "result" and signal.getsignal(signal.SIGINT) is before
-    with pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)  # what a command starts with
+    try:
+        assert fit_keeping_sigint(Trainer()) == "result"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
+def test_ctrl_c_that_ray_trains_abort_lets_through_still_stops_the_command():
+    """Ray's handler asks the controller to abort, a no-op before the run starts: the run then ends normally.
+    The Ctrl-C is noted all the same, and fit_keeping_sigint raises KeyboardInterrupt when fit returns."""
+    import signal
+
+    from training.train import fit_keeping_sigint
+
+    class Trainer:  # TorchTrainer's shape: fit registers the handler through _register_sigint_handler
+        def _register_sigint_handler(self, controller):
+            signal.signal(signal.SIGINT, lambda *_: None)  # an abort that does nothing
+
+        def fit(self):
+            self._register_sigint_handler(None)
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C while the run starts
+            return "result"
+
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_keeping_sigint(Trainer())
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, original)
