@@ -20,7 +20,17 @@ def start(*args) -> subprocess.Popen:
     """`actionllm ARGS` in its own process group, for a test that kills the whole job (driver and the local Ray it
     started) the way a lost machine does."""
     return subprocess.Popen([ACTIONLLM, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, start_new_session=True)
+                            env=ENV, start_new_session=True, preexec_fn=terminal_sigint)
+
+
+def terminal_sigint() -> None:
+    """In the child: Ctrl-C as a command typed in a terminal gets it (default action, not blocked). A child inherits
+    an ignored or blocked SIGINT from this process, and in the full suite something before these tests leaves the
+    pytest process so: a Ctrl-C test would then test that, not the command."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def kill_job_when(proc: subprocess.Popen, ready, timeout: float = 600, what: str = "the moment to kill",
