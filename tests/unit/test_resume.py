@@ -110,7 +110,8 @@ def test_ctrl_c_after_a_stage_is_not_left_to_the_finished_runs_handler():
             signal.signal(signal.SIGINT, lambda *_: None)
             return "result"
 
-    original = signal.signal(signal.SIGINT, signal.default_int_handler)  # what a command starts with
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # what a command starts with (the suite
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)  # may leave it otherwise in this process)
     try:
         assert fit_keeping_sigint(Trainer()) == "result"
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -118,6 +119,7 @@ def test_ctrl_c_after_a_stage_is_not_left_to_the_finished_runs_handler():
             signal.raise_signal(signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, original)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def test_ctrl_c_that_ray_trains_abort_lets_through_still_stops_the_command():
@@ -136,6 +138,7 @@ def test_ctrl_c_that_ray_trains_abort_lets_through_still_stops_the_command():
             signal.raise_signal(signal.SIGINT)  # Ctrl-C while the run starts
             return "result"
 
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     original = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -143,3 +146,4 @@ def test_ctrl_c_that_ray_trains_abort_lets_through_still_stops_the_command():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, original)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
