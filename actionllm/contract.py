@@ -139,14 +139,15 @@ class RecognizerBase(nn.Module, abc.ABC):
                 "layout": self.layout, "dims": self.dims, "window": window, "stride": stride}
         if self.stage is not None:
             meta["stage"] = self.stage
-        meta["serving"] = self.serving_facts()
+        meta["serving"] = self.serving_facts(self.cfg)
         return meta
 
-    def serving_facts(self) -> dict:
-        """What a server needs to know of this recognizer before loading it (config.json's `serving` block, read
-        by `recognizer_folder.serving_facts`): its input and whether it takes candidates. A video recognizer
-        adds its clip's frames and image size."""
-        return {"input": "skeleton", "open_vocabulary": bool(self.open_vocabulary)}
+    @classmethod
+    def serving_facts(cls, cfg) -> dict:
+        """What a server needs to know of a recognizer with config `cfg` before loading it (config.json's `serving`
+        block, read by `recognizer_folder.serving_facts`): its input and whether it takes candidates. A video
+        recognizer adds its clip's frames and image size."""
+        return {"input": "skeleton", "open_vocabulary": bool(cls.open_vocabulary)}
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

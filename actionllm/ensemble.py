@@ -118,7 +118,7 @@ class EnsembleRecognizer(RecognizerBase):
         return {"format": FORMAT, "format_version": 1, "actionllm_version": __version__, "recipe": RECIPE,
                 "config": self.cfg.model_dump(mode="json"), "class_names": self.class_names, "layout": self.layout,
                 "dims": self.dims, "window": self.window, "stride": self.stride,
-                "member_recipes": [m.recipe for m in self.members], "serving": self.serving_facts()}
+                "member_recipes": [m.recipe for m in self.members], "serving": self.serving_facts(self.cfg)}
 
     def save(self, folder: str | Path) -> Path:
         raise TypeError("an ensemble folder is written from its members' folders: write_ensemble(members, output)")

@@ -143,11 +143,7 @@ def folder_facts(meta: dict) -> dict:
     if facts is not None:
         return facts
     cls = folder_class(meta)
-    if getattr(cls, "features_of", None) is None:
-        return {"input": "skeleton", "open_vocabulary": bool(cls.open_vocabulary)}
-    cfg = cls.config_cls.model_validate(meta["config"])  # a video recognizer (lvlm-var)
-    return {"input": "video", "open_vocabulary": bool(cls.open_vocabulary), "frames": cfg.video.frames,
-            "image_size": cfg.encoder.image_size}
+    return cls.serving_facts(cls.config_cls.model_validate(meta["config"]))
 
 
 # --- how settings reach a config -------------------------------------------------------------------------------

@@ -87,9 +87,10 @@ class VideoInput:
         feats = self.encoder.encode(np.stack(arrays))
         return feats.to(device).float(), int(getattr(self.encoder, "frames_per_step", 1))
 
-    def serving_facts(self) -> dict:
-        return {**super().serving_facts(), "input": "video", "frames": self.cfg.video.frames,
-                "image_size": self.cfg.encoder.image_size}
+    @classmethod
+    def serving_facts(cls, cfg) -> dict:
+        return {**super().serving_facts(cfg), "input": "video", "frames": cfg.video.frames,
+                "image_size": cfg.encoder.image_size}
 
     @staticmethod
     def frame_weights(received: torch.Tensor, per_step: int) -> list[np.ndarray]:
