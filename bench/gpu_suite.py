@@ -251,7 +251,10 @@ def train_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], o
     return rows, model
 
 
-def sugar_rec(model, tok, assets: Path, shape: str, device: str):
+BRIDGES = {"cpu": {}, "bert-base": {"hidden": 768, "layers": 12, "heads": 12}}  # the recipe's default; BLIP-2's
+
+
+def sugar_rec(model, tok, assets: Path, shape: str, device: str, bridge: str = "cpu"):
     from actionllm.components.knowledge import bundled_knowledge, read_knowledge
     from actionllm.methods.sugar.alignment import SequenceEncoder
     from actionllm.methods.sugar.config import SugarConfig
@@ -261,7 +264,7 @@ def sugar_rec(model, tok, assets: Path, shape: str, device: str):
     names = list(knowledge)
     # the paper's L = 128 action tokens; the bridge's own width/depth stay the CPU defaults (see sugar/README.md)
     cfg = SugarConfig.model_validate({"backbone": {"name_or_path": str(assets / shape)},
-                                      "bridge": {"tokens": 128}, "clip": {"frames": 32}})
+                                      "bridge": {"tokens": 128, **BRIDGES[bridge]}, "clip": {"frames": 32}})
     encoder = SequenceEncoder("kinect20", 3, cfg.encoder, 384)
     rec = SugarLLMRecognizer(cfg, names, "kinect20", 3, model=model, tokenizer=tok, encoder=encoder,
                              descriptions={k: v.description for k, v in knowledge.items()})
@@ -273,15 +276,19 @@ def msr_like_windows(count: int, frames: int = 40) -> list[np.ndarray]:
     return [rng.normal(0, 0.3, (1, frames, 20, 3)).astype(np.float32) for _ in range(count)]
 
 
-def sugar_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], object]:
+def sugar_batch(rec, bsz: int, device: str) -> dict:
     from actionllm.components.clips import clip_batch
 
+    batch, _ = clip_batch(msr_like_windows(bsz), rec.cfg.clip, rec.layout)
+    return {"x": batch["x"].to(device), "body_mask": batch["body_mask"].to(device),
+            "labels": torch.arange(bsz, device=device) % len(rec.class_names)}
+
+
+def sugar_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], object]:
     rows = []
-    for bsz in (args.batch, args.big_batch):
-        rec = sugar_rec(model, tok, args.assets, args.shape, device)
-        batch, _ = clip_batch(msr_like_windows(bsz), rec.cfg.clip, rec.layout)
-        batch = {"x": batch["x"].to(device), "body_mask": batch["body_mask"].to(device),
-                 "labels": torch.arange(bsz, device=device) % len(rec.class_names)}
+    for bsz, bridge in ((args.batch, "cpu"), (args.big_batch, "cpu"), (args.big_batch, "bert-base")):
+        rec = sugar_rec(model, tok, args.assets, args.shape, device, bridge)
+        batch = sugar_batch(rec, bsz, device)
         reset_peak(device)
         try:
             dt, loss = step_time(rec, batch, args.steps, device)
@@ -292,7 +299,7 @@ def sugar_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], o
         tokens = rec.count_tokens(batch)
         seq = tokens // bsz
         row = {"part": "sugar", "recipe": "sugar", "model": args.shape, "kernel": "sdpa", "batch": bsz,
-               "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
+               "bridge": bridge, "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
                "peak_gib": peak_gib(device), "first_loss": round(loss, 4),
                "trainable_params": sum(p.numel() for g in rec.param_groups(1e-4) for p in g["params"]),
                **mfu(tokens / dt, lora_flops_per_token(model, seq), device, ceil.get("matmul_bf16_tflops"))}
@@ -332,14 +339,26 @@ def serve_rows(model, tok, args, device: str) -> tuple[list[dict], object]:
 
 
 def liger_rows(model, tok, args, device: str, ceil: dict) -> list[dict]:
-    """Liger's RMSNorm/RoPE/SwiGLU kernels patched into the same model: the loss checked against SDPA first."""
+    """Liger's RMSNorm/RoPE/SwiGLU kernels patched into the same model, against SDPA alone on the same batches
+    (measured first): joints-llm compact and paper, sugar. Each loss is checked against the unpatched one."""
     if device != "cuda" or importlib.util.find_spec("liger_kernel") is None:
         print("liger: not measured (needs CUDA and liger-kernel)")
         return []
-    rec = joints_llm_rec(model, tok, "compact", device)
-    batch = joints_llm_batch(rec, gait_windows(args.big_batch, 18), device)
-    dt_ref, loss_ref = step_time(rec, batch, args.steps, device)
-    model = release(rec)
+    work = [("joints-llm", "compact", args.big_batch), ("joints-llm", "paper", args.batch),
+            ("sugar", "-", args.big_batch)]
+
+    def make(recipe: str, fmt: str, bsz: int):
+        if recipe == "sugar":
+            rec = sugar_rec(model, tok, args.assets, args.shape, device)
+            return rec, sugar_batch(rec, bsz, device)
+        rec = joints_llm_rec(model, tok, fmt, device)
+        return rec, joints_llm_batch(rec, gait_windows(bsz, 18), device)
+
+    ref = {}
+    for w in work:
+        rec, batch = make(*w)
+        ref[w] = step_time(rec, batch, args.steps, device)
+        model = release(rec)
     try:
         from liger_kernel.transformers import apply_liger_kernel_to_llama
 
@@ -348,18 +367,24 @@ def liger_rows(model, tok, args, device: str, ceil: dict) -> list[dict]:
     except Exception as err:  # noqa: BLE001 - reported, not hidden
         print(f"liger: could not be applied: {type(err).__name__}: {err}")
         return [{"part": "liger", "error": f"{type(err).__name__}: {err}"}]
-    rec = joints_llm_rec(model, tok, "compact", device)
-    reset_peak(device)
-    dt, loss = step_time(rec, batch, args.steps, device)
-    tokens, seq = int(batch["attention_mask"].sum()), batch["input_ids"].shape[1]
-    row = {"part": "liger", "recipe": "joints-llm", "model": args.shape, "kernel": "sdpa+liger", "format": "compact",
-           "batch": args.big_batch, "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
-           "vs_sdpa_same_run": round(dt_ref / dt, 3), "peak_gib": peak_gib(device),
-           "loss_rel_diff_vs_sdpa": round(abs(loss - loss_ref) / max(abs(loss_ref), 1e-12), 5),
-           **mfu(tokens / dt, lora_flops_per_token(model, seq), device, ceil.get("matmul_bf16_tflops"))}
-    print(row, flush=True)
-    release(rec)
-    return [row]
+    rows = []
+    for w in work:
+        recipe, fmt, bsz = w
+        rec, batch = make(*w)
+        reset_peak(device)
+        dt, loss = step_time(rec, batch, args.steps, device)
+        tokens = int(batch["attention_mask"].sum()) if recipe == "joints-llm" else rec.count_tokens(batch)
+        seq = tokens // bsz
+        dt_ref, loss_ref = ref[w]
+        row = {"part": "liger", "recipe": recipe, "model": args.shape, "kernel": "sdpa+liger", "format": fmt,
+               "batch": bsz, "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
+               "sdpa_step_s": round(dt_ref, 4), "vs_sdpa_same_run": round(dt_ref / dt, 3), "peak_gib": peak_gib(device),
+               "loss_rel_diff_vs_sdpa": round(abs(loss - loss_ref) / max(abs(loss_ref), 1e-12), 5),
+               **mfu(tokens / dt, lora_flops_per_token(model, seq), device, ceil.get("matmul_bf16_tflops"))}
+        rows.append(row)
+        print(row, flush=True)
+        model = release(rec)
+    return rows
 
 
 def gcn_rows(args, device: str) -> list[dict]:
@@ -437,7 +462,7 @@ def run(args) -> None:
     print(f"\n{'part':6} {'recipe':10} {'kernel':18} {'fmt':8} {'batch':>5} {'tokens/s':>9} {'MFU':>6} {'peak GiB':>8}")
     for r in out["rows"]:
         if "tokens_per_s" in r:
-            print(f"{r['part']:6} {r['recipe']:10} {r['kernel']:18} {r.get('format', '-'):8} {r['batch']:5d} "
+            print(f"{r['part']:6} {r['recipe']:10} {r['kernel']:18} {r.get('format', r.get('bridge', '-')):8} {r['batch']:5d} "
                   f"{r['tokens_per_s']:9d} {r.get('mfu', float('nan')):6.1%} {r['peak_gib'] or 0:8.1f}")
         elif "windows_per_s" in r:
             print(f"serve  {r['recipe']:10} batch {r['batch_size']:3d}: {r['windows_per_s']:8.2f} windows/s "
