@@ -54,7 +54,8 @@ class RecognizerBase(nn.Module, abc.ABC):
       forward(**batch, class_weights=None) -> {"logits", "loss" (when the batch has "labels"), ...}
       predict_windows(windows)    {"probabilities", "frame_weights", "joint_weights", "joint_names", "tokens"}
                             (+ optional per-window "generated" text; an `open_vocabulary` recognizer also takes
-                            candidates=[{"name", "texts"?}]: probabilities over those, in their order)
+                            candidates=[{"name", "texts"?}]: probabilities over those, in their order; a
+                            `writes_text` one also takes generate=False: no free text, "generated" all "")
     and may override param_groups, count_tokens (throughput in tokens; 0 = not a token model), summarise
     (forward may return "stats": tensors the loop sums over an epoch and all workers; "logits" may be None in
     training, e.g. a generative or VQ-VAE stage), after_step, release (serving evicts), candidates.
@@ -69,6 +70,9 @@ class RecognizerBase(nn.Module, abc.ABC):
     servable: ClassVar[bool] = True  # False: an earlier stage that is not a classifier (llm-ar's VQ-VAE)
     # True: predict_windows(..., candidates=[{"name", "texts"?}, ...]) answers among classes named at request time
     open_vocabulary: ClassVar[bool] = False
+    # True: predict_windows writes free text ("generated") and takes generate=False to skip it, with the same
+    # probabilities (evaluate asks for that: its report keeps scores and weights, not text)
+    writes_text: ClassVar[bool] = False
 
     def __init__(self, config: dict | BaseModel, class_names: list[str], layout: str, dims: int):
         super().__init__()

@@ -194,7 +194,9 @@ def predict_chunk(members: list, seqs: list, angles: dict[str, float], up: str, 
     sequence's fused score (`ensemble_scores`). One predict_windows call per member over the windows of all the
     chunk's sequences and of their rotated copies (`predict_many`)."""
     views = [seqs] + [[s.with_(joints=rotate_view(s.joints, s.layout, a, up)) for s in seqs] for a in angles.values()]
-    outs = [predict_many(m, [cut(s, m.window, m.stride)[0] for view in views for s in view], batch_size, **extra)
+    # no free text: the report keeps scores and weights only, and the scores do not depend on the text
+    outs = [predict_many(m, [cut(s, m.window, m.stride)[0] for view in views for s in view], batch_size,
+                         **extra, **({"generate": False} if getattr(m, "writes_text", False) else {}))
             for m in members]
     n = len(seqs)
     rotated = {name: [ensemble_scores([sequence_scores(o[(v + 1) * n + i]["probabilities"]) for o in outs])

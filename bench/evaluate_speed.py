@@ -1,6 +1,8 @@
-"""Benchmark: `actionllm evaluate` sequences/s one predict_windows call per sequence (chunk=1, the old path) vs
-windows batched across sequences (the default chunk), on the same recognizer and data in one run, and whether the
-two give the same predictions.
+"""Benchmark: `actionllm evaluate` sequences/s the old way (one predict_windows call per sequence, chunk=1, with
+the free text that llm-ar writes and the report drops) vs today's (windows batched across sequences, the default
+chunk, no text: generate=False), on the same recognizer and data in one run, and whether they predict the same.
+The middle way (one call per sequence, no text) is timed too: old / middle is what skipping the text buys, middle /
+today what batching buys.
 
     python bench/evaluate_speed.py [--checkpoint DIR --data SHARDS] [--backbone smollm2-135m] [--limit 48]
                                    [--batch-size 8] [--chunk 64] [--json PATH]
@@ -66,10 +68,18 @@ def build_llm_ar(folder: Path, classes: list[str], backbone: str) -> Path:
     return rec.save(folder / "llm-ar")
 
 
-def timed(checkpoint: str, data: str, limit: int, batch_size: int, chunk: int) -> tuple[float, dict, np.ndarray]:
+def timed(checkpoint: str, data: str, limit: int, batch_size: int, chunk: int, text: bool = False
+          ) -> tuple[float, dict, np.ndarray]:
     """Seconds of one evaluate call with the recognizer already loaded (`preloaded`), its result and the sequence
-    scores it computed its metrics from."""
+    scores it computed its metrics from. `text`: the recognizer writes its free text as evaluate made it do before
+    (its `writes_text` hidden, so that evaluate does not pass generate=False)."""
     seen, real = [], evaluation.metrics
+    members = evaluation.load_members([checkpoint])  # the ones `preloaded` holds
+    for m in members:
+        if text:
+            m.writes_text = False  # an instance attribute over the class's True
+        else:
+            m.__dict__.pop("writes_text", None)
 
     def spy(scores, labels, names):
         seen.append(np.array(scores))
@@ -117,21 +127,27 @@ def main() -> None:
               f"chunk={args.chunk} torch threads={torch.get_num_threads()} recognizer loaded in {load_s:.1f} s; "
               f"machine load {os.getloadavg()[0]:.2f}")
         load_before = os.getloadavg()[0]
-        t_one, r_one, s_one = timed(checkpoint, data, args.limit, args.batch_size, 1)
+        t_one, r_one, s_one = timed(checkpoint, data, args.limit, args.batch_size, 1, text=True)
+        t_mid, r_mid, s_mid = timed(checkpoint, data, args.limit, args.batch_size, 1)
         t_many, r_many, s_many = timed(checkpoint, data, args.limit, args.batch_size, args.chunk)
     n = r_one["sequences"]
-    identical = bool((s_one.argmax(1) == s_many.argmax(1)).all() and r_one["confusion"] == r_many["confusion"])
+    identical = bool(all((s.argmax(1) == s_one.argmax(1)).all() for s in (s_mid, s_many))
+                     and r_one["confusion"] == r_mid["confusion"] == r_many["confusion"])
     row = {"recipe": r_one["recipe"], "sequences": n, "windows": r_one["windows"], "batch_size": args.batch_size,
-           "chunk": args.chunk, "per_sequence_s": t_one, "batched_s": t_many,
-           "per_sequence_seq_per_s": n / t_one, "batched_seq_per_s": n / t_many, "speedup": t_one / t_many,
-           "identical": identical, "top1": [r_one["top1"], r_many["top1"]],
-           "max_score_diff": float(np.abs(s_one - s_many).max()), "recognizer_load_s": load_s,
-           "load_before": load_before, "load_after": os.getloadavg()[0]}
-    print(f"{'path':14} {'seconds':>8} {'seq/s':>8}")
-    print(f"{'per sequence':14} {t_one:8.1f} {row['per_sequence_seq_per_s']:8.2f}")
-    print(f"{'batched':14} {t_many:8.1f} {row['batched_seq_per_s']:8.2f}")
-    print(f"speed-up {row['speedup']:.2f}x on {n} sequences ({row['windows']} windows); identical predictions: "
-          f"{identical}; top-1 {r_one['top1']:.3f} / {r_many['top1']:.3f}; max |score diff| "
+           "chunk": args.chunk, "per_sequence_s": t_one, "per_sequence_no_text_s": t_mid, "batched_s": t_many,
+           "per_sequence_seq_per_s": n / t_one, "per_sequence_no_text_seq_per_s": n / t_mid,
+           "batched_seq_per_s": n / t_many, "speedup": t_one / t_many, "speedup_no_text": t_one / t_mid,
+           "speedup_batching": t_mid / t_many, "identical": identical,
+           "top1": [r_one["top1"], r_mid["top1"], r_many["top1"]],
+           "max_score_diff": float(max(np.abs(s - s_one).max() for s in (s_mid, s_many))),
+           "recognizer_load_s": load_s, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    print(f"{'path':34} {'seconds':>8} {'seq/s':>8}")
+    print(f"{'old: per sequence, with text':34} {t_one:8.1f} {row['per_sequence_seq_per_s']:8.2f}")
+    print(f"{'per sequence, no text':34} {t_mid:8.1f} {row['per_sequence_no_text_seq_per_s']:8.2f}")
+    print(f"{'today: batched, no text':34} {t_many:8.1f} {row['batched_seq_per_s']:8.2f}")
+    print(f"speed-up {row['speedup']:.2f}x on {n} sequences ({row['windows']} windows): no text "
+          f"{row['speedup_no_text']:.2f}x, then batching {row['speedup_batching']:.2f}x; identical predictions: "
+          f"{identical}; top-1 {' / '.join(f'{t:.3f}' for t in row['top1'])}; max |score diff| "
           f"{row['max_score_diff']:.2e}; machine load {load_before:.2f} before, {row['load_after']:.2f} after")
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=2) + "\n")

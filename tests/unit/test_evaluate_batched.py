@@ -80,6 +80,29 @@ def test_llm_ar_batched_equals_per_sequence(tiny_llm_ar, msr_shards, monkeypatch
         assert a["tokens"] == b["tokens"] and a["joint_names"] == b["joint_names"]
 
 
+def test_evaluate_writes_no_text_and_the_scores_do_not_depend_on_it(tiny_llm_ar, msr_shards, monkeypatch):
+    """llm-ar and sugar write free text beside their scores (`writes_text`); evaluate's report keeps no text, so it
+    asks for none (generate=False): the probabilities are those of a call that writes the text, "generated" is
+    empty, and no greedy step runs during evaluate."""
+    data, _ = msr_shards
+    rec = load_recognizer(tiny_llm_ar)
+    assert rec.writes_text and rec.cfg.max_new_tokens > 0
+    wins = [cut(s, rec.window, rec.stride)[0] for s, _ in read_shards(data, split="test")][0]
+    full, bare = rec.predict_windows(wins, batch_size=2), rec.predict_windows(wins, batch_size=2, generate=False)
+    np.testing.assert_allclose(bare["probabilities"], full["probabilities"], rtol=1e-5, atol=1e-6)
+    assert any(full["generated"]) and bare["generated"] == [""] * len(wins)
+    asked = []
+    real_generate = type(rec.scorer).generate
+
+    def counting(self, llm, vec, candidates, max_new_tokens):
+        asked.append(max_new_tokens)
+        return real_generate(self, llm, vec, candidates, max_new_tokens)
+
+    monkeypatch.setattr(type(rec.scorer), "generate", counting)
+    evaluate(str(tiny_llm_ar), str(data), batch_size=2)
+    assert asked and set(asked) == {0}  # every forward batch, no token generated
+
+
 def test_joints_llm_padded_windows_batched_equal_per_sequence(tiny_recognizers, msr_shards, monkeypatch):
     data, _ = msr_shards
     alone = assert_same(monkeypatch, str(tiny_recognizers["alpha"]), data, chunk=2, batch_size=8, limit=2)

@@ -120,6 +120,7 @@ class LLMARRecognizer(LoraRecognizer):
     config_cls = LLMARConfig
     stage = "llm"
     explanation = "none (uniform: LLM-AR has no per-frame read-back)"
+    writes_text = True  # max_new_tokens of free generation beside the scores
     weight_files = {VQVAE_WEIGHTS: "vqvae"}
 
     def __init__(self, config, class_names: list[str], layout: str, dims: int, *, model=None, tokenizer=None,
@@ -188,7 +189,9 @@ class LLMARRecognizer(LoraRecognizer):
         return [{"params": self.lora_parameters(), "lr": lr}]
 
     # --- inference -------------------------------------------------------------------------------------------
-    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8) -> dict:
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8, generate: bool = True) -> dict:
+        """Probabilities over the eval candidates, and (`generate`) the greedy continuation of each window's
+        prompt as `generated` ("" each when False: the scores do not depend on it)."""
         device = self.llm.get_input_embeddings().weight.device
         probs, generated, codes_out, tokens = [], [], [], 0
         cands = self.scorer.eval_candidates
@@ -199,7 +202,7 @@ class LLMARRecognizer(LoraRecognizer):
                 codes, vec = self.action_sentence(batch["x"].to(device))
                 scores, _ = self.scorer.score(self.llm, vec, cands)
                 probs.append(torch.softmax(scores.float(), -1).cpu().numpy())
-                generated += self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens)
+                generated += self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens if generate else 0)
                 codes_out += codes.cpu().tolist()
                 tokens += self.count_tokens({"x": batch["x"]})
         joints = list(get_layout(self.layout).joints)

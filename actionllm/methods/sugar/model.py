@@ -230,6 +230,7 @@ class SugarLLMRecognizer(LoraRecognizer):
     config_cls = SugarConfig
     stage = "llm"
     open_vocabulary = True  # new names go into [list] and are scored like trained ones (their texts are not read)
+    writes_text = True  # the generated "{label}. {description}" is the explanation
     explanation = "none (uniform: the explanation is the generated sentence)"
     weight_files = {"encoder.safetensors": "encoder", "bridge.safetensors": "bridge"}
 
@@ -314,10 +315,11 @@ class SugarLLMRecognizer(LoraRecognizer):
     def candidate_scorer(self, candidates: list[dict]) -> LabelScorer:
         return LabelScorer(self.tokenizer, [c["name"] for c in candidates], self.cfg.prompt, terminator=".")
 
-    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8, candidates: list[dict] | None = None
-                        ) -> dict:
+    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8, candidates: list[dict] | None = None,
+                        generate: bool = True) -> dict:
         """Probabilities over the eval candidates (or over `candidates` named at request time, open vocabulary),
-        and the greedy continuation of each window's prompt (the label and its description) as `generated`."""
+        and (`generate`) the greedy continuation of each window's prompt (the label and its description) as
+        `generated` ("" each when False)."""
         device = self.llm.get_input_embeddings().weight.device
         scorer = self.scorer if candidates is None else \
             self._candidate_scorers.get_or_build(check_candidates(candidates), self.candidate_scorer)
@@ -330,7 +332,7 @@ class SugarLLMRecognizer(LoraRecognizer):
                 vec = self.action_tokens(batch["x"].to(device), batch["body_mask"].to(device))
                 scores, _ = scorer.score(self.llm, vec, cands)
                 probs.append(torch.softmax(scores.float(), -1).cpu().numpy())
-                generated += scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens)
+                generated += scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens if generate else 0)
                 tokens += self.count_tokens({"x": batch["x"]})
         joints = list(get_layout(self.layout).joints)
         return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(scorer.class_names))),
