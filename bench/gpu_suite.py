@@ -138,10 +138,13 @@ def set_kernel(model, kernel: str) -> None:
         model.config._attn_implementation = kernel
 
 
-def step_time(rec, batch: dict, steps: int, device: str, lr: float = 1e-4) -> tuple[float, float]:
-    """Seconds per training step (after one warm-up) and the first step's loss."""
-    groups = rec.param_groups(lr)
-    opt = torch.optim.AdamW(groups, lr=lr)
+def step_time(rec, batch: dict, steps: int, device: str, opt: torch.optim.Optimizer | None = None
+              ) -> tuple[float, float]:
+    """Seconds per training step (after one warm-up) and the first step's loss. `opt`: the optimiser (default:
+    AdamW over rec.param_groups at 1e-4, gradients clipped at 1, as training/loop.py steps a LoRA recipe)."""
+    clip = opt is None
+    opt = opt or torch.optim.AdamW(rec.param_groups(1e-4), lr=1e-4)
+    params = [p for g in opt.param_groups for p in g["params"]]
     rec.train()
     first = None
     for i in range(steps + 1):
@@ -151,7 +154,8 @@ def step_time(rec, batch: dict, steps: int, device: str, lr: float = 1e-4) -> tu
         with autocast(device):
             loss = rec(**batch)["loss"]
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if first is None:
@@ -215,6 +219,21 @@ def release(rec):
     return base
 
 
+def timed_row(rec, base, batch: dict, tokens: int, seq: int, args, device: str, ceil: dict, /, **fields
+              ) -> dict | None:
+    """One training row: `fields`, then step time, tokens/s, peak memory, the first loss and MFU (`base`: the model
+    the FLOPs are counted on); None, said, when the step runs out of memory."""
+    reset_peak(device)
+    try:
+        dt, loss = step_time(rec, batch, args.steps, device)
+    except torch.OutOfMemoryError:
+        print(f"{fields}: out of memory")
+        return None
+    return {**fields, "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
+            "peak_gib": peak_gib(device), "first_loss": round(loss, 6),
+            **mfu(tokens / dt, lora_flops_per_token(base, seq), device, ceil.get("matmul_bf16_tflops"))}
+
+
 def train_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], object]:
     kernels = ["eager", "sdpa"] + (["flash_attention_2"] if device == "cuda" and importlib.util.find_spec("flash_attn")
                                    else [])
@@ -227,22 +246,15 @@ def train_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], o
         set_kernel(model, kernel)
         rec = joints_llm_rec(model, tok, fmt, device)
         batch = joints_llm_batch(rec, gait_windows(bsz, 18), device)
-        reset_peak(device)
-        try:
-            dt, loss = step_time(rec, batch, args.steps, device)
-        except torch.OutOfMemoryError:
-            print(f"{kernel} {fmt} batch {bsz}: out of memory")
-            model = release(rec)
-            continue
         tokens, seq = int(batch["attention_mask"].sum()), batch["input_ids"].shape[1]
-        row = {"part": "train", "recipe": "joints-llm", "model": args.shape, "kernel": kernel, "format": fmt,
-               "batch": bsz, "tokens": tokens, "seq": seq, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
-               "peak_gib": peak_gib(device), "first_loss": round(loss, 4),
-               **mfu(tokens / dt, lora_flops_per_token(model, seq), device, ceil.get("matmul_bf16_tflops"))}
-        losses[(kernel, fmt, bsz)] = loss
+        row = timed_row(rec, model, batch, tokens, seq, args, device, ceil, part="train", recipe="joints-llm",
+                        model=args.shape, kernel=kernel, format=fmt, batch=bsz, seq=seq)
+        model = release(rec)
+        if row is None:
+            continue
+        losses[(kernel, fmt, bsz)] = row["first_loss"]
         rows.append(row)
         print(row, flush=True)
-        model = release(rec)
     ref = losses.get(("eager", "compact", args.batch))
     for r in rows:
         if ref is not None and r["format"] == "compact" and r["batch"] == args.batch:
@@ -289,23 +301,14 @@ def sugar_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], o
     for bsz, bridge in ((args.batch, "cpu"), (args.big_batch, "cpu"), (args.big_batch, "bert-base")):
         rec = sugar_rec(model, tok, args.assets, args.shape, device, bridge)
         batch = sugar_batch(rec, bsz, device)
-        reset_peak(device)
-        try:
-            dt, loss = step_time(rec, batch, args.steps, device)
-        except torch.OutOfMemoryError:
-            print(f"sugar batch {bsz}: out of memory")
-            model = release(rec)
-            continue
         tokens = rec.count_tokens(batch)
-        seq = tokens // bsz
-        row = {"part": "sugar", "recipe": "sugar", "model": args.shape, "kernel": "sdpa", "batch": bsz,
-               "bridge": bridge, "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
-               "peak_gib": peak_gib(device), "first_loss": round(loss, 4),
-               "trainable_params": sum(p.numel() for g in rec.param_groups(1e-4) for p in g["params"]),
-               **mfu(tokens / dt, lora_flops_per_token(model, seq), device, ceil.get("matmul_bf16_tflops"))}
-        rows.append(row)
-        print(row, flush=True)
+        row = timed_row(rec, model, batch, tokens, tokens // bsz, args, device, ceil, part="sugar", recipe="sugar",
+                        model=args.shape, kernel="sdpa", batch=bsz, bridge=bridge,
+                        trainable_params=sum(p.numel() for g in rec.param_groups(1e-4) for p in g["params"]))
         model = release(rec)
+        if row is not None:
+            rows.append(row)
+            print(row, flush=True)
     return rows, model
 
 
@@ -371,19 +374,17 @@ def liger_rows(model, tok, args, device: str, ceil: dict) -> list[dict]:
     for w in work:
         recipe, fmt, bsz = w
         rec, batch = make(*w)
-        reset_peak(device)
-        dt, loss = step_time(rec, batch, args.steps, device)
         tokens = int(batch["attention_mask"].sum()) if recipe == "joints-llm" else rec.count_tokens(batch)
-        seq = tokens // bsz
+        row = timed_row(rec, model, batch, tokens, tokens // bsz, args, device, ceil, part="liger", recipe=recipe,
+                        model=args.shape, kernel="sdpa+liger", format=fmt, batch=bsz)
+        model = release(rec)
+        if row is None:
+            continue
         dt_ref, loss_ref = ref[w]
-        row = {"part": "liger", "recipe": recipe, "model": args.shape, "kernel": "sdpa+liger", "format": fmt,
-               "batch": bsz, "tokens": tokens, "step_s": round(dt, 4), "tokens_per_s": round(tokens / dt),
-               "sdpa_step_s": round(dt_ref, 4), "vs_sdpa_same_run": round(dt_ref / dt, 3), "peak_gib": peak_gib(device),
-               "loss_rel_diff_vs_sdpa": round(abs(loss - loss_ref) / max(abs(loss_ref), 1e-12), 5),
-               **mfu(tokens / dt, lora_flops_per_token(model, seq), device, ceil.get("matmul_bf16_tflops"))}
+        row.update(sdpa_step_s=round(dt_ref, 4), vs_sdpa_same_run=round(dt_ref / row["step_s"], 3),
+                   loss_rel_diff_vs_sdpa=round(abs(row["first_loss"] - loss_ref) / max(abs(loss_ref), 1e-12), 5))
         rows.append(row)
         print(row, flush=True)
-        model = release(rec)
     return rows
 
 
@@ -400,18 +401,7 @@ def gcn_rows(args, device: str) -> list[dict]:
             batch = {"x": x, "body_mask": torch.ones(bsz, 2, dtype=torch.bool, device=device),
                      "labels": torch.arange(bsz, device=device) % 20}
             opt = torch.optim.SGD(rec.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-            rec.train()
-            for i in range(args.steps * 2 + 1):
-                if i == 1:
-                    sync(device)
-                    t0 = time.perf_counter()
-                with autocast(device):
-                    loss = rec(**batch)["loss"]
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            sync(device)
-            sps = bsz * args.steps * 2 / (time.perf_counter() - t0)
+            sps = bsz / step_time(rec, batch, args.steps * 2, device, opt)[0]
             row = {"part": "gcn", "recipe": recipe, "preset": "standard", "frames": 64, "batch": bsz,
                    "samples_per_s": round(sps, 1)}
             rows.append(row)
