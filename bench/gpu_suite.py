@@ -62,7 +62,14 @@ def prepare(out: Path) -> None:
         LlamaConfig(**fields, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                     eos_token_id=tok.eos_token_id, architectures=["LlamaForCausalLM"]).save_pretrained(folder)
         tok.save_pretrained(folder)
-    print(f"wrote {', '.join(SHAPES)} under {out}")
+    # one folder with weights (random, seeded, bf16: 14 MB): the `backbone.liger` path loads a model as users do
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(LlamaConfig.from_pretrained(out / "tiny")).to(torch.bfloat16).save_pretrained(
+        out / "tiny-weights")
+    tok.save_pretrained(out / "tiny-weights")
+    print(f"wrote {', '.join(SHAPES)} and tiny-weights under {out}")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -388,6 +395,29 @@ def liger_rows(model, tok, args, device: str, ceil: dict) -> list[dict]:
     return rows
 
 
+def liger_config_rows(args, device: str) -> list[dict]:
+    """`backbone.liger: true` through the recipe's own loading (load_backbone from a folder with weights, inside
+    JointsLLMRecognizer): patched on CUDA, the same loss as without it."""
+    from actionllm.components.backbone import BackboneConfig, load_backbone
+
+    folder = args.assets / "tiny-weights"
+    losses, patched = {}, {}
+    for liger in (False, True):
+        cfg = BackboneConfig(name_or_path=str(folder), liger=liger)
+        model, tok = load_backbone(cfg, device=device)
+        patched[liger] = model.model.norm._get_name()  # Liger binds its forward (and name) to each instance
+        rec = joints_llm_rec(model, tok, "compact", device)
+        batch = joints_llm_batch(rec, gait_windows(2, 18), device)
+        torch.manual_seed(0)
+        with autocast(device):
+            losses[liger] = rec(**batch)["loss"].item()
+    row = {"part": "liger-config", "device": device, "final_norm_without": patched[False],
+           "final_norm_with": patched[True], "loss_without": losses[False], "loss_with": losses[True],
+           "loss_rel_diff": abs(losses[True] - losses[False]) / max(abs(losses[False]), 1e-12)}
+    print(row, flush=True)
+    return [row]
+
+
 def gcn_rows(args, device: str) -> list[dict]:
     from actionllm.methods import get_recipe
 
@@ -435,7 +465,13 @@ def run(args) -> None:
     if "gcn" in parts:
         out["rows"] += gcn_rows(args, device)
         save()
-    model, tok = base_model(args.assets, args.shape, device)
+    if "liger-config" in parts:
+        out["rows"] += liger_config_rows(args, device)
+        save()
+    if not {"train", "sugar", "serve", "liger"} & set(parts):
+        parts = []
+    else:
+        model, tok = base_model(args.assets, args.shape, device)
     for part, fn in (("train", train_rows), ("sugar", sugar_rows)):
         if part in parts:
             rows, model = fn(model, tok, args, device, ceil)
@@ -471,7 +507,7 @@ def main() -> None:
     r = sub.add_parser("run", help="measure (CUDA when present; on CPU only to check the script, with --shape tiny)")
     r.add_argument("--assets", type=Path, required=True)
     r.add_argument("--shape", choices=list(SHAPES), default="llama3-8b")
-    r.add_argument("--parts", default="gcn,train,sugar,serve,liger")
+    r.add_argument("--parts", default="gcn,train,sugar,serve,liger-config,liger")
     r.add_argument("--batch", type=int, default=4, help="windows per step for the side-by-side rows")
     r.add_argument("--big-batch", type=int, default=16, help="windows per step for the throughput rows")
     r.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up)")

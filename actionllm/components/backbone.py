@@ -42,7 +42,10 @@ class BackboneConfig(pydantic.BaseModel):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
-
+    # beyond the papers: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU) patched into the loaded model on CUDA, the
+    # same function (first loss within 4e-5) at 1.22-1.25x per LoRA step on one H200 (docs/performance.md); on
+    # another device nothing is patched, so a folder trained with it serves anywhere
+    liger: bool = False
 
 
 def smollm2_dir() -> Path:
@@ -238,10 +241,37 @@ def load_backbone(cfg: BackboneConfig, device: torch.device | str = "cpu", seed:
             src, revision=cfg.revision, dtype=dtype, attn_implementation=attn,
             trust_remote_code=cfg.trust_remote_code, device_map=str(torch.device(device)), **kw,
         )
+    if cfg.liger:
+        apply_liger(model, device)
     if cfg.gradient_checkpointing:  # transformers 5 name; gradient_checkpointing_enable is deprecated
         model.activation_checkpointing_enable({"use_reentrant": False})
         model.config.use_cache = False
     return model, tok
+
+
+LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True,
+                 # the recipes compute their own losses (class heads, label scoring): Liger's fused cross-entropy
+                 # replaces the LM head's loss, which they do not use
+                 "cross_entropy": False, "fused_linear_cross_entropy": False}
+
+
+def apply_liger(model: PreTrainedModel, device: torch.device | str) -> bool:
+    """Patch Liger's kernels into `model` in place (its architecture's RMSNorm, RoPE and SwiGLU) -> True; on a
+    device other than CUDA nothing is patched -> False. Refuses a missing liger-kernel and an architecture Liger
+    has no kernels for, by name (Liger itself only logs those)."""
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel_to_instance
+    except ImportError:
+        raise ValueError("backbone.liger is on but liger-kernel is not installed: pip install 'actionllm[gpu]' "
+                         "(or set backbone.liger: false)") from None
+    kind = getattr(model.config, "model_type", None)
+    if kind not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        raise ValueError(f"backbone.liger: Liger has no kernels for model type {kind!r} (it has "
+                         f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); set backbone.liger: false")
+    _apply_liger_kernel_to_instance(model=model, **LIGER_KERNELS)
+    return True
 
 
 def save_base(model: PreTrainedModel, folder: str | Path, dtype: torch.dtype | None = None) -> Path:

@@ -253,3 +253,29 @@ def test_smollm2_one_lora_step(smollm2):
     assert changed and all("lora_" in n for n in changed)
     with torch.no_grad():
         assert not torch.allclose(last_hidden_state(peft, ids, mask), h0)
+
+
+def test_liger_is_patched_on_cuda_only_and_refused_by_name(tiny, monkeypatch):
+    """backbone.liger: nothing is patched off CUDA (a folder trained with it serves on CPU); on CUDA a missing
+    liger-kernel and an architecture Liger has no kernels for are refused by name, and a known one gets the
+    RMSNorm/RoPE/SwiGLU kernels without Liger's cross-entropy (the recipes compute their own losses)."""
+    import sys
+    import types
+
+    model, _ = tiny
+    assert bb.BackboneConfig(liger=True).liger and not bb.BackboneConfig().liger
+    assert bb.apply_liger(model, "cpu") is False
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", None)  # not installed
+    with pytest.raises(ValueError, match="liger-kernel is not installed"):
+        bb.apply_liger(model, "cuda")
+    calls = []
+    fake = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    fake.MODEL_TYPE_TO_APPLY_LIGER_FN = {"qwen2": None}
+    fake._apply_liger_kernel_to_instance = lambda model, **kw: calls.append((model, kw))
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", fake)
+    with pytest.raises(ValueError, match="no kernels for model type 'llama'"):
+        bb.apply_liger(model, "cuda")
+    fake.MODEL_TYPE_TO_APPLY_LIGER_FN["llama"] = None
+    assert bb.apply_liger(model, "cuda") is True
+    assert calls == [(model, {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
+                              "fused_linear_cross_entropy": False})]
