@@ -16,6 +16,8 @@ tokenizer's (the windows are the same text; Llama-3's tokenizer writes other cou
   sugar        one SUGAR stage-2 step (frozen encoder -> TQP, L=128 tokens -> LoRA r64 LLM, eq. 5's target):
                tokens/s and peak memory
   serve        windows/s of each recipe's predict_windows in one process, batch 1 vs batched
+  liger-config `backbone.liger: true` through load_backbone from a folder with weights (`prepare`'s tiny-weights):
+               patched on CUDA, the same loss
   gcn          ST-GCN vs CTR-GCN training samples/s (the yardstick's network, random clips of MSR's shape)
 MFU counts what a LoRA step computes: forward 2N + activation gradients 2N per token over the frozen weights (no
 weight gradients; the 6N of full fine-tuning would overstate it by 1.5x) + attention 12*layers*width*sequence, over
