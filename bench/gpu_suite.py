@@ -39,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s, datasheets
+from train_throughput import PEAK_BF16, kernels  # noqa: E402 - bench/ is this script's folder (sys.path[0])
+
 SHAPES = {  # LlamaConfig fields; Llama-3-8B's and SmolLM2-135M's as their published config.json give them
     "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
@@ -222,7 +223,6 @@ def joints_llm_batch(rec, windows: list[np.ndarray], device: str) -> dict:
 def release(rec):
     """The base model back without its LoRA layers (peft's unload), the recognizer dropped."""
     base = rec.llm.unload()
-    del rec
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return base
@@ -244,11 +244,10 @@ def timed_row(rec, base, batch: dict, tokens: int, seq: int, args, device: str, 
 
 
 def train_rows(model, tok, args, device: str, ceil: dict) -> tuple[list[dict], object]:
-    kernels = ["eager", "sdpa"] + (["flash_attention_2"] if device == "cuda" and importlib.util.find_spec("flash_attn")
-                                   else [])
-    if "flash_attention_2" not in kernels:
+    chosen = kernels(device)  # eager, sdpa (+ flash_attention_2 on CUDA when flash-attn imports)
+    if "flash_attention_2" not in chosen:
         print("flash_attention_2: not measured, flash-attn does not import here (no binary wheel on PyPI)")
-    plan = [(k, "compact", args.batch) for k in kernels] + [("sdpa", "paper", args.batch),
+    plan = [(k, "compact", args.batch) for k in chosen] + [("sdpa", "paper", args.batch),
                                                             ("sdpa", "compact", args.big_batch)]
     rows, losses = [], {}
     for kernel, fmt, bsz in plan:
@@ -470,21 +469,18 @@ def run(args) -> None:
     if "liger-config" in parts:
         out["rows"] += liger_config_rows(args, device)
         save()
-    if not {"train", "sugar", "serve", "liger"} & set(parts):
-        parts = []
-    else:
+    on_model = [p for p in ("train", "sugar", "serve", "liger") if p in parts]  # liger last: it patches for good
+    if on_model:
         model, tok = base_model(args.assets, args.shape, device)
-    for part, fn in (("train", train_rows), ("sugar", sugar_rows)):
-        if part in parts:
-            rows, model = fn(model, tok, args, device, ceil)
-            out["rows"] += rows
-            save()
-    if "serve" in parts:
-        rows, model = serve_rows(model, tok, args, device)
+    for part in on_model:
+        if part == "liger":
+            rows = liger_rows(model, tok, args, device, ceil)
+        elif part == "serve":
+            rows, model = serve_rows(model, tok, args, device)
+        else:
+            rows, model = (train_rows if part == "train" else sugar_rows)(model, tok, args, device, ceil)
         out["rows"] += rows
         save()
-    if "liger" in parts:  # last: it patches the model's modules for good
-        out["rows"] += liger_rows(model, tok, args, device, ceil)
     out["wall_s"] = round(time.perf_counter() - t_all, 1)
     save()
     print(f"\n{'part':6} {'recipe':10} {'kernel':18} {'fmt':8} {'batch':>5} {'tokens/s':>9} {'MFU':>6} {'peak GiB':>8}")

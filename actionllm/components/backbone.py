@@ -262,7 +262,10 @@ def apply_liger(model: PreTrainedModel, device: torch.device | str) -> bool:
     if torch.device(device).type != "cuda":
         return False
     try:
-        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel_to_instance
+        from liger_kernel.transformers.monkey_patch import (
+            MODEL_TYPE_TO_APPLY_LIGER_FN,
+            _apply_liger_kernel_to_instance,
+        )
     except ImportError:
         raise ValueError("backbone.liger is on but liger-kernel is not installed: pip install 'actionllm[gpu]' "
                          "(or set backbone.liger: false)") from None

@@ -25,8 +25,8 @@ def start(*args) -> subprocess.Popen:
 
 def terminal_sigint() -> None:
     """In the child: Ctrl-C as a command typed in a terminal gets it (default action, not blocked). A child inherits
-    an ignored or blocked SIGINT from this process, and in the full suite something before these tests leaves the
-    pytest process so: a Ctrl-C test would then test that, not the command."""
+    an ignored or blocked SIGINT from this process, and a suite started as a shell's background job (as a CI
+    harness may start it) runs with SIGINT ignored: a Ctrl-C test would then test that, not the command."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
