@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/evaluate_speed.py
 	$(PY) bench/joint2text_tokens.py
 	$(PY) bench/video_throughput.py
+	$(PY) bench/cpu_autocast.py
 	$(PY) bench/soak.py --minutes 10
 
 clean:

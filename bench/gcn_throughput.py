@@ -23,6 +23,7 @@ import torch
 
 from actionllm.methods import get_recipe
 from actionllm.skeleton.formats import get_reader
+from training.loop import training_autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,13 +43,14 @@ def clips_batch(recipe: str, preset: str, frames: int, seqs: list, classes: list
     return rec, batch, (time.perf_counter() - t0) / len(seqs)
 
 
-def step_time(rec, batch: dict, steps: int) -> float:
+def step_time(rec, batch: dict, steps: int, autocast: str = "off") -> float:
     opt = torch.optim.SGD(rec.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     rec.train()
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        out = rec(**batch)
+        with training_autocast(autocast, torch.device("cpu")):
+            out = rec(**batch)
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -62,24 +64,30 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--autocast", default="off", choices=["off", "bf16", "both"],
+                    help="the training forward's autocast (TrainConfig.autocast); both: each recipe both ways")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     reader = get_reader("msr-action3d")(args.data)
     seqs = [s for f in reader.files()[:: max(1, len(reader.files()) // args.batch)] for s in reader.read_file(f)]
     seqs = seqs[: args.batch]
     print(f"preset={args.preset} frames={args.frames} batch={args.batch} torch threads={torch.get_num_threads()}")
-    print(f"{'recipe':8} {'params':>8} {'prep ms/sample':>15} {'s/step':>8} {'samples/s':>10} {'vs stgcn':>9}")
+    modes = ["off", "bf16"] if args.autocast == "both" else [args.autocast]
+    print(f"{'recipe':8} {'autocast':>8} {'params':>8} {'prep ms/sample':>15} {'s/step':>8} {'samples/s':>10} "
+          f"{'vs stgcn':>9}   (vs the first row: ST-GCN, {modes[0]})")
     rows, base = [], None
     for recipe in ("stgcn", "ctrgcn"):
-        torch.manual_seed(0)
-        rec, batch, prep = clips_batch(recipe, args.preset, args.frames, seqs, reader.class_names)
-        dt = step_time(rec, batch, args.steps)
-        sps = args.batch / dt
-        base = base or sps
-        params = sum(p.numel() for p in rec.parameters())
-        rows.append({"recipe": recipe, "preset": args.preset, "params": params, "prep_ms_per_sample": 1e3 * prep,
-                     "step_s": dt, "samples_per_s": sps, "vs_stgcn": sps / base})
-        print(f"{recipe:8} {params / 1e6:7.2f}M {1e3 * prep:15.2f} {dt:8.3f} {sps:10.1f} {sps / base:9.2f}")
+        for mode in modes:
+            torch.manual_seed(0)
+            rec, batch, prep = clips_batch(recipe, args.preset, args.frames, seqs, reader.class_names)
+            dt = step_time(rec, batch, args.steps, mode)
+            sps = args.batch / dt
+            base = base or sps
+            params = sum(p.numel() for p in rec.parameters())
+            rows.append({"recipe": recipe, "autocast": mode, "preset": args.preset, "params": params,
+                         "prep_ms_per_sample": 1e3 * prep, "step_s": dt, "samples_per_s": sps, "vs_stgcn": sps / base})
+            print(f"{recipe:8} {mode:>8} {params / 1e6:7.2f}M {1e3 * prep:15.2f} {dt:8.3f} {sps:10.1f} "
+                  f"{sps / base:9.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +41,21 @@ class RecipeCollate(NumpyBatchCollateFn):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return self.fn(self.preprocess(batch) if self.preprocess is not None else batch)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX: Zen 4, Sapphire Rapids and later)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def training_autocast(mode: str, device: torch.device) -> torch.autocast:
+    """The training forward's autocast (TrainConfig.autocast): bf16 on CUDA unless off, on CPU only if asked."""
+    on = mode == "bf16" or (mode == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
 def timed(batches, clock: dict):
@@ -210,7 +226,10 @@ def train_loop_per_worker(config: dict) -> None:
                                 "total_steps": total_steps, "start_epoch": start_epoch, "workers": world,
                                 "time": time.time()}) + "\n")
     first_step = True
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = training_autocast(tc.autocast, device)
+    if rank == 0 and autocast.fast_dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("autocast bf16 on a CPU without native bf16 instructions (avx512_bf16 / amx_bf16): "
+                    "expect it to be slower than autocast: off")
     for epoch in range(start_epoch, tc.epochs):
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
         epoch_start_step = step

@@ -140,20 +140,27 @@ class LabelScorer:
         return scores, tok_logp
 
     def nll(self, llm, vec: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None,
-            targets: list[list[int]] | None = None):
+            targets: list[list[int]] | None = None, name_weight: float = 1.0):
         """Cross-entropy on the true names' tokens (teacher forcing), per token, weighted by class. `targets`:
-        per-class token ids to train on instead of the names (SUGAR: name + description + EOS)."""
+        per-class token ids to train on instead of the names (SUGAR: name + description + EOS), each starting with
+        the scored answer (name + terminator), whose tokens count `name_weight` times (1: a plain mean)."""
         table = targets or self.answers
         prefix = self.prefix(llm, vec, self.train_candidates)
         logp = self.answer_logprobs(llm, prefix, torch.arange(len(labels), device=vec.device),
                                     [int(c) for c in labels], share_prefix=False, table=table)
-        ntok = torch.tensor([len(table[int(c)]) for c in labels], device=vec.device)
+        tok_w = torch.zeros_like(logp)
+        for r, c in enumerate(labels.tolist()):
+            head = len(self.answers[c])
+            if table[c][:head] != self.answers[c]:
+                raise ValueError(f"the training target of {self.class_names[c]!r} does not start with its name")
+            tok_w[r, :len(table[c])] = 1.0
+            tok_w[r, :head] = name_weight
         w = (class_weights.to(vec.device)[labels] if class_weights is not None
              else torch.ones(len(labels), device=vec.device))
-        return (w * -logp.sum(-1)).sum() / (w * ntok).sum()
+        return (w * -(logp * tok_w).sum(-1)).sum() / (w * tok_w.sum(-1)).sum()
 
     def loop_outputs(self, llm, vec: torch.Tensor, labels: torch.Tensor | None, class_weights, training: bool,
-                     targets: list[list[int]] | None = None) -> dict:
+                     targets: list[list[int]] | None = None, name_weight: float = 1.0) -> dict:
         """What a recognizer's forward returns to the loop. Training: the cross-entropy on the true classes' tokens
         (teacher forcing; `targets`: other per-class token ids than the names), no logits (generative). Validation
         (labels given, eval mode): scores over the training classes and their names' NLL. Evaluation and serving
@@ -161,7 +168,8 @@ class LabelScorer:
         if training:
             if labels is None:
                 raise ValueError("training needs labels")
-            return {"loss": self.nll(llm, vec, labels, class_weights, targets=targets), "logits": None}
+            return {"loss": self.nll(llm, vec, labels, class_weights, targets=targets, name_weight=name_weight),
+                    "logits": None}
         cands = self.train_candidates if labels is not None else self.eval_candidates
         scores, tok_logp = self.score(llm, vec, cands)
         out = {"logits": scores}

@@ -1,6 +1,7 @@
 """The README's training commands through the console script: train -> evaluate -> predict (demo-sized)."""
 
 import json
+import math
 import signal
 from pathlib import Path
 
@@ -190,7 +191,7 @@ recipe_config:
   max_new_tokens: 3
 stages:
   align: {{epochs: 1, max_steps: 2, batch_size: 4}}
-  llm: {{epochs: 1, max_steps: 2, batch_size: 2}}
+  llm: {{epochs: 1, max_steps: 2, batch_size: 2, autocast: bf16}}
 """
 GAIT_KNOWLEDGE = [
     {"label": "normal", "motion": ["head level; hand swings freely; arm swings opposite the legs; hip rotates "
@@ -223,6 +224,8 @@ def test_sugar_both_stages_through_the_cli_with_a_users_knowledge_file(tmp_path)
     final = json.loads((runs / "recognizer" / "config.json").read_text())
     assert final["stage"] == "llm" and final["align"]["source"] == str(runs / "align" / "recognizer")
     assert final["descriptions"]["normal"] == GAIT_KNOWLEDGE[0]["description"]
+    llm_config = json.loads((runs / "train_config.json").read_text())  # the llm stage trained under bf16 autocast
+    assert llm_config["autocast"] == "bf16" and math.isfinite(summary["metrics"]["train_loss"])
     for folder in (runs / "recognizer", runs / "align" / "recognizer"):  # both stages are recognizers
         proc = run("evaluate", "--checkpoint", folder, "--data", shards)
         assert '"top1"' in proc.stdout and "chance 0.500" in proc.stderr

@@ -47,6 +47,30 @@ def test_the_eq5_target_is_the_name_then_the_description(toy):
     assert rec.targets[0][-1] == rec.scorer.eos
 
 
+def test_name_weight_counts_the_names_tokens_more_than_the_descriptions(toy):
+    """name_weight w: eq. 5's cross-entropy with the scored name's tokens (name + '.') counted w times; w = 1 is
+    the plain mean over the target's tokens (the paper's)."""
+    x, labels, folder = toy
+    rec = SugarLLMRecognizer(config(folder, describe=True), CLASSES, "kinect20", 3, seed=0).eval()
+    sc, batch = rec.scorer, [0, 1, 6, 7]  # two of each class
+    y = labels[batch]
+    with torch.no_grad():
+        vec = rec.action_tokens(x[batch], None)
+        prefix = sc.prefix(rec.llm, vec, sc.train_candidates)
+        logp = sc.answer_logprobs(rec.llm, prefix, torch.arange(4), y.tolist(), share_prefix=False, table=rec.targets)
+        for w in (1.0, 4.0):
+            names = sum(-logp[r, :len(sc.answers[c])].sum() for r, c in enumerate(y.tolist()))
+            rest = sum(-logp[r, len(sc.answers[c]):].sum() for r, c in enumerate(y.tolist()))
+            n_names = sum(len(sc.answers[c]) for c in y.tolist())
+            n_rest = sum(len(rec.targets[c]) - len(sc.answers[c]) for c in y.tolist())
+            expected = (w * names + rest) / (w * n_names + n_rest)
+            got = sc.nll(rec.llm, vec, y, targets=rec.targets, name_weight=w)
+            assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+        bad = [t[1:] for t in rec.targets]  # a target that does not start with the name is refused
+        with pytest.raises(ValueError, match="does not start with its name"):
+            sc.nll(rec.llm, vec, y, targets=bad, name_weight=2.0)
+
+
 def test_stage2_ranks_the_true_class_first_and_generates_its_name(toy, tmp_path):
     x, y, folder = toy
     rec = SugarLLMRecognizer(config(folder, describe=False), CLASSES, "kinect20", 3, seed=0)

@@ -58,6 +58,10 @@ class SugarConfig(RecipeConfig):
                         "from [list], and describe it.", description="the instruction; [tokens] = the TQP "
                         "output, [list] = the candidate classes")
     describe: bool = Field(True, description="train on '{label}. {description}' (eq. 5); False: the name only")
+    # not in the paper (eq. 5 is a plain mean over the target's tokens): the name is ~4 of ~25 target tokens, and the
+    # description follows from the name once it is written, so a plain mean is mostly the descriptions
+    name_weight: float = Field(1.0, ge=1.0, description="weight of the name's tokens (and its '.') in eq. 5's "
+                               "cross-entropy against the description's; 1 = the paper's plain mean")
     max_new_tokens: int = Field(32, ge=0, description="generated explanation length (0 = none)")
     align_folder: str | None = Field(None, description="the align stage's recognizer folder the llm stage reads; "
                                      "set by `actionllm train` when both stages run")

@@ -299,7 +299,8 @@ class SugarLLMRecognizer(LoraRecognizer):
         self.use_adapter()
         vec = self.action_tokens(x, body_mask)
         # training: eq. 5, cross-entropy on "{label}. {description}" + EOS; validation and evaluation: names scored
-        return self.scorer.loop_outputs(self.llm, vec, labels, class_weights, self.training, targets=self.targets)
+        return self.scorer.loop_outputs(self.llm, vec, labels, class_weights, self.training, targets=self.targets,
+                                        name_weight=self.cfg.name_weight)
 
     def count_tokens(self, batch: dict) -> int:
         slot = self.bridge.num_tokens(batch["x"].shape[2])
