@@ -1,6 +1,7 @@
 """Benchmark: a LoRA training step of an LLM on CPU, float32 against bf16 autocast (`autocast: bf16`), in one run.
 
     python bench/cpu_autocast.py [--backbone smollm2-135m] [--batch 4] [--tokens 176] [--steps 3] [--rounds 2]
+                                [--json PATH]
 
 The step is what the LLM recipes' training step spends its time on: forward of B x T input embeddings through the
 backbone with LoRA (r 64, alpha 16, q/k/v/o), cross-entropy, backward, AdamW. The two settings take turns, round by
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,6 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per setting and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,6 +76,8 @@ def main() -> None:
     print(f"  float32 {fp32:.2f} s/step   bf16 autocast {bf16:.2f} s/step   ratio {fp32 / bf16:.2f}x "
           f"(best of {args.rounds} rounds)   loss {ref:.4f} vs {low:.4f}")
     print(json.dumps(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from actionllm.methods import get_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "docs" / "results" / "rows"
 BIN = Path(sys.executable).parent / "actionllm"
@@ -190,10 +192,18 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
     if rc.get("text_encoder"):  # sugar's alignment stage: a GCN encoder + a frozen sentence encoder
         backbone = f"{rc['text_encoder']} text encoder (frozen) + GCN encoder {preset}, " \
                    f"{rc.get('parameters', 0) / 1e6:.2f}M params"
+    if rc.get("align") and rc.get("bridge"):  # sugar's llm stage: the bridge and the adapter on the align encoder
+        backbone = f"{backbone} (LoRA r {rc['config']['lora']['r']}; {sugar_bridge_text(rc['config']['bridge'])}) " \
+                   "on the align stage's frozen encoder"
     video = "frames" in rc.get("config", {}).get("video", {})
     if video:
         backbone = video_backbone(rc)
-    name = recipe if recognizer == final else f"{recipe} ({rc.get('stage')} stage)"
+    stages = get_recipe(recipe).stages
+    # a stage's folder is labelled with its stage unless it is the recipe's last (the whole method)
+    last = recognizer == final and (len(stages) == 1 or rc.get("stage") == stages[-1])
+    name = recipe if last else f"{recipe} ({rc.get('stage')} stage)"
+    if recognizer == final and getattr(args, "label", None):
+        name = args.label
     row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": name, "backbone": backbone,
            "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
            "chance": report["chance"], "test_sequences": report["sequences"],
@@ -210,8 +220,17 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
            "steps": summary["metrics"]["step"],
            "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
            "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (*made, train, evaluate)],
+           **({"note": args.note} if getattr(args, "note", None) else {}),
            "date": time.strftime("%Y-%m-%d")}
     return row
+
+
+def sugar_bridge_text(bridge: dict) -> str:
+    """SUGAR's bridge in a few words (Table 4's ablation rows differ only here)."""
+    kind, tokens = bridge.get("kind", "tqp"), bridge.get("tokens", 32)
+    return {"tqp": f"TQP, {tokens} tokens, {bridge.get('segments', 4)} segments",
+            "qformer": f"one Q-Former, {tokens} tokens", "xattn": f"cross-attention, {tokens} tokens",
+            "linear": "linear, one token per encoder frame"}.get(kind, kind)
 
 
 def ensemble(args) -> None:
@@ -349,6 +368,9 @@ def main() -> None:
     r.add_argument("--video-size", type=int, default=112, help="rendered frame size (--video)")
     r.add_argument("--stage-rows", action="store_true", help="also a row for each earlier stage's recognizer "
                    "(e.g. lvlm-var's vst stage, a classifier in its own right)")
+    r.add_argument("--note", default=None, help="a sentence kept in the row (how it was run, what it shares)")
+    r.add_argument("--label", default=None, help="the row's recipe column (default: the recipe, or the recipe and "
+                   "the stage for a stage's folder), e.g. 'sugar (align + llm, P1: 5 classes unseen)'")
     r.add_argument("extra", nargs="*", help="extra `actionllm train` flags after --")
     e = sub.add_parser("ensemble", help="evaluate finished cells together (sum of their probabilities)")
     e.add_argument("--cells", required=True, help="comma-separated cell folders under --work (one dataset)")

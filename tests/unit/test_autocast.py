@@ -42,3 +42,20 @@ def test_bf16_training_step_keeps_float32_weights_and_a_close_loss():
         assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
     assert all(p.dtype == torch.float32 for p in llm.parameters())
     assert losses["bf16"] == pytest.approx(losses["off"], rel=0.02)
+
+
+def test_the_cpu_autocast_bench_runs_and_reports_both_settings(tmp_path):
+    """bench/cpu_autocast.py (tiny backbone, one step a setting): the figures it prints are written and sane."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "figures.json"
+    subprocess.run([sys.executable, "bench/cpu_autocast.py", "--backbone", "tiny", "--batch", "2", "--tokens", "16",
+                    "--steps", "1", "--rounds", "1", "--json", str(out)], cwd=root, check=True, capture_output=True,
+                   timeout=300)
+    figures = json.loads(out.read_text())
+    assert figures["float32_s_per_step"] > 0 and figures["bf16_s_per_step"] > 0 and figures["speedup"] > 0
+    assert figures["loss_bf16"] == pytest.approx(figures["loss_float32"], rel=0.05)
