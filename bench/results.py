@@ -104,7 +104,7 @@ def shards_of(ds: str, args, log: Path) -> tuple[Path, list[str]]:
     """The dataset's shard folder under --work (prepared once) and the `actionllm prepare` command that makes it."""
     fmt, folder, protocol, _ = DATASETS[ds]
     shards = Path(args.work) / "shards" / ds
-    prepare = [str(BIN), "prepare", "--format", fmt, "--input", str(Path(args.data_root) / folder), "--output",
+    prepare = [str(BIN), "prepare", "--format", fmt, "--input", rel(Path(args.data_root) / folder), "--output",
                rel(shards), "--protocol", protocol]
     if not (shards / "manifest.json").is_file():
         sh(prepare, log)

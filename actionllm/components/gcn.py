@@ -173,6 +173,13 @@ class GCNEncoder(nn.Module):
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = cin
+        self.strides = [stride for _, stride in PRESETS[preset]]
+
+    def frames_out(self, frames: int) -> int:
+        """T' of the output for T input frames (each temporal conv pads to keep the length, then strides)."""
+        for stride in self.strides:
+            frames = (frames - 1) // stride + 1
+        return frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, m = x.shape[:2]

@@ -63,3 +63,15 @@ def test_gradients_reach_the_queries_and_the_qformer():
     b(torch.randn(2, 8, 24)).pow(2).mean().backward()
     assert b.queries.grad is not None and b.queries.grad.abs().sum() > 0
     assert all(p.grad is not None for p in b.qformer.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("frames", [16, 31, 32])
+def test_frames_out_is_the_length_of_s(frames):
+    """The token count of a linear bridge (one token per frame of s) is the encoder's output length, not T."""
+    from actionllm.methods.sugar.alignment import SequenceEncoder
+    from actionllm.methods.sugar.config import EncoderConfig
+
+    enc = SequenceEncoder("kinect20", 3, EncoderConfig(preset="small"), 384)
+    s = enc.sequence(enc.grid(torch.randn(2, 1, frames, 20, 3)), None)
+    assert s.shape[1] == enc.frames_out(frames) < frames
+    assert Bridge(BridgeConfig(kind="linear"), enc.width, 64).num_tokens(enc.frames_out(frames)) == s.shape[1]

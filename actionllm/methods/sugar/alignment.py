@@ -35,6 +35,10 @@ class SequenceEncoder(nn.Module):
         """Clips [N, M, T, V, C] -> the last block's grid [N, M, C', T', V]."""
         return self.gcn(x)
 
+    def frames_out(self, frames: int) -> int:
+        """T' (the length of s) for clips of T frames."""
+        return self.gcn.frames_out(frames)
+
     @staticmethod
     def sequence(grid: torch.Tensor, body_mask: torch.Tensor | None) -> torch.Tensor:
         """Grid [N, M, C', T', V] -> s [N, T', C']: mean over joints, then over the real (unmasked) bodies."""

@@ -303,7 +303,7 @@ class SugarLLMRecognizer(LoraRecognizer):
                                         name_weight=self.cfg.name_weight)
 
     def count_tokens(self, batch: dict) -> int:
-        slot = self.bridge.num_tokens(batch["x"].shape[2])
+        slot = self.bridge.num_tokens(self.encoder.frames_out(batch["x"].shape[2]))  # linear: one per frame of s
         prompt = self.scorer.prompt_tokens(slot, self.scorer.train_candidates)
         answers = sum(len(self.targets[int(c)]) for c in batch["labels"]) if "labels" in batch else 0
         return len(batch["x"]) * prompt + answers
