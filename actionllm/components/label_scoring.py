@@ -150,11 +150,12 @@ class LabelScorer:
                                     [int(c) for c in labels], share_prefix=False, table=table)
         tok_w = torch.zeros_like(logp)
         for r, c in enumerate(labels.tolist()):
-            head = len(self.answers[c])
-            if table[c][:head] != self.answers[c]:
-                raise ValueError(f"the training target of {self.class_names[c]!r} does not start with its name")
             tok_w[r, :len(table[c])] = 1.0
-            tok_w[r, :head] = name_weight
+            if name_weight != 1.0:
+                head = len(self.answers[c])
+                if table[c][:head] != self.answers[c]:
+                    raise ValueError(f"the training target of {self.class_names[c]!r} does not start with its name")
+                tok_w[r, :head] = name_weight
         w = (class_weights.to(vec.device)[labels] if class_weights is not None
              else torch.ones(len(labels), device=vec.device))
         return (w * -(logp * tok_w).sum(-1)).sum() / (w * tok_w.sum(-1)).sum()
