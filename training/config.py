@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="mixed precision of the training forward (the weights stay float32): auto = bf16 on "
-        "CUDA, float32 on CPU; bf16 = bf16 on CPU too (a SmolLM2-135M LoRA step 1.7x faster on a CPU that "
+        "CUDA, float32 on CPU; bf16 = bf16 on CPU too (a SmolLM2-135M LoRA step 1.76x faster on a CPU that "
         "multiplies bf16 natively, AVX512-BF16 or AMX: bench/cpu_autocast.py; slower on one that does not); "
         "off = float32 everywhere")
     seed: int = 0

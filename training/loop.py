@@ -58,6 +58,14 @@ def training_autocast(mode: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
+def slow_autocast_warning(mode: str, device: torch.device) -> str | None:
+    """What to tell a user who asked for bf16 on a CPU that emulates it (None when that is not the case)."""
+    if mode == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        return ("autocast bf16 on a CPU without native bf16 instructions (avx512_bf16 / amx_bf16): expect it to be "
+                "slower than autocast: off")
+    return None
+
+
 def timed(batches, clock: dict):
     """The batches of an iterator, with the time spent waiting for each added to clock["data_s"] and the wait for
     the first one kept in clock["first_batch_s"] (the pipeline's start-up each epoch)."""
@@ -227,9 +235,9 @@ def train_loop_per_worker(config: dict) -> None:
                                 "time": time.time()}) + "\n")
     first_step = True
     autocast = training_autocast(tc.autocast, device)
-    if rank == 0 and autocast.fast_dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
-        log.warning("autocast bf16 on a CPU without native bf16 instructions (avx512_bf16 / amx_bf16): "
-                    "expect it to be slower than autocast: off")
+    slow = slow_autocast_warning(tc.autocast, device)
+    if rank == 0 and slow:
+        log.warning(slow)
     for epoch in range(start_epoch, tc.epochs):
         t0, tokens, samples, micro = time.perf_counter(), 0, 0, 0
         epoch_start_step = step

@@ -4,9 +4,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+import training.loop
 from actionllm.components.backbone import BackboneConfig, load_backbone
 from training.config import TrainConfig
-from training.loop import cpu_has_native_bf16, training_autocast
+from training.loop import cpu_has_native_bf16, slow_autocast_warning, training_autocast
 
 CPU = torch.device("cpu")
 
@@ -59,3 +60,12 @@ def test_the_cpu_autocast_bench_runs_and_reports_both_settings(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["float32_s_per_step"] > 0 and figures["bf16_s_per_step"] > 0 and figures["speedup"] > 0
     assert figures["loss_bf16"] == pytest.approx(figures["loss_float32"], rel=0.05)
+
+
+def test_a_warning_only_for_bf16_asked_on_a_cpu_that_emulates_it(monkeypatch):
+    monkeypatch.setattr(training.loop, "cpu_has_native_bf16", lambda: False)
+    assert "slower" in slow_autocast_warning("bf16", CPU)
+    assert slow_autocast_warning("auto", CPU) is None and slow_autocast_warning("off", CPU) is None
+    assert slow_autocast_warning("bf16", torch.device("cuda")) is None
+    monkeypatch.setattr(training.loop, "cpu_has_native_bf16", lambda: True)
+    assert slow_autocast_warning("bf16", CPU) is None
