@@ -24,8 +24,6 @@ from pathlib import Path
 
 import yaml
 
-from actionllm.methods import get_recipe
-
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "docs" / "results" / "rows"
 BIN = Path(sys.executable).parent / "actionllm"
@@ -198,6 +196,8 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
     video = "frames" in rc.get("config", {}).get("video", {})
     if video:
         backbone = video_backbone(rc)
+    from actionllm.methods import get_recipe  # here: `table` needs no torch
+
     stages = get_recipe(recipe).stages
     # a stage's folder is labelled with its stage unless it is the recipe's last (the whole method)
     last = recognizer == final and (len(stages) == 1 or rc.get("stage") == stages[-1])
