@@ -21,12 +21,6 @@ from .limits import LimitSettings
 from .video import normalise_root
 
 INGRESS_MAX_ONGOING = 256  # requests one ingress replica holds at once
-# A recognizer replica's glibc malloc: a fixed 8 MiB mmap threshold. glibc raises its threshold each time a large
-# block is freed, after which a larger batch's activations come from the heap and stay in the process (a one-time
-# RSS step of 11.7 % in bench/soak.py's 10-minute run). Measured in-process (tiny joints-llm, 3- then 12-window
-# batches): RSS after a large batch +2.4 % instead of +33.5 %, steady RSS 525 instead of 565 MiB, latency
-# unchanged (a 128 KiB threshold also removed the step but cost ~25 % latency in page faults).
-REPLICA_ENV = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_TRIM_THRESHOLD_": str(8 << 20)}
 LIMITS = LimitSettings()  # the defaults of the per-client limits
 
 
@@ -126,8 +120,7 @@ def build_app(args: dict):
     collector = MetricsCollector.bind()
     server = recognizer_server(cfg.max_models_per_replica).options(
         autoscaling_config=cfg.autoscaling.model_dump(),
-        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus,
-                           "runtime_env": {"env_vars": REPLICA_ENV}},
+        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
         max_ongoing_requests=max(cfg.max_batch_size * 2, 8),
     ).bind(models, collector, preload=[cfg.models[0].name], device=cfg.device, max_batch_size=cfg.max_batch_size,
            batch_wait_timeout_s=cfg.batch_wait_timeout_s, window_batch=cfg.window_batch,

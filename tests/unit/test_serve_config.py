@@ -102,3 +102,37 @@ def test_serve_cli_has_the_limit_flags():
     out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
     for flag in ("--rate-limit", "--rate-burst", "--max-streams", "--stream-idle-s"):
         assert flag in out
+
+
+MALLINFO = """
+import ctypes, sys
+sys.path.insert(0, {root!r})
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+if {fix}:
+    from services.deployments import fix_malloc_thresholds
+    assert fix_malloc_thresholds()
+libc.free(libc.malloc(24 << 20))  # glibc's default raises its mmap threshold to 24 MiB here
+block = libc.malloc(16 << 20)
+print(libc.mallinfo2().hblkhd >= 16 << 20)  # is the 16 MiB block mmapped (given back to the system when freed)?
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_recognizer_replica_keeps_a_fixed_mmap_threshold():
+    """services.deployments.fix_malloc_thresholds (called first in a recognizer replica): after a large block is
+    freed, glibc's default keeps the next large block in the heap; with the fixed threshold it is still mmapped."""
+    import subprocess
+    import sys
+
+    def mmapped(fix: bool) -> str:
+        code = MALLINFO.format(root=str(ROOT), fix=fix)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert mmapped(False) == "False" and mmapped(True) == "True"
