@@ -75,12 +75,52 @@ def test_the_fused_graph_unit_equals_the_sum_over_subsets():
             torch.testing.assert_close(gcn(x), expected, rtol=1e-4, atol=1e-5)
 
 
+def branchwise_mstcn(cin: int, cout: int, stride: int) -> torch.nn.ModuleList:
+    """The multi-scale temporal unit written as the paper's code has it, one module per branch (k 5, d 1, 2)."""
+    nn = torch.nn
+    w = [cout // 4 + (1 if i < cout % 4 else 0) for i in range(4)]
+
+    def opening(c: int) -> list:
+        return [nn.Conv2d(cin, c, 1), nn.BatchNorm2d(c), nn.ReLU()]
+
+    branches = nn.ModuleList([
+        nn.Sequential(*opening(w[0]), nn.Conv2d(w[0], w[0], (5, 1), (stride, 1), (2, 0), (1, 1)), nn.BatchNorm2d(w[0])),
+        nn.Sequential(*opening(w[1]), nn.Conv2d(w[1], w[1], (5, 1), (stride, 1), (4, 0), (2, 1)), nn.BatchNorm2d(w[1])),
+        nn.Sequential(*opening(w[2]), nn.MaxPool2d((3, 1), (stride, 1), (1, 0)), nn.BatchNorm2d(w[2])),
+        nn.Sequential(nn.Conv2d(cin, w[3], 1, (stride, 1)), nn.BatchNorm2d(w[3]))])
+    for m in branches.modules():  # statistics and affine terms that are not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            for t in (m.weight, m.bias, m.running_mean):
+                torch.nn.init.normal_(t)
+            torch.nn.init.uniform_(m.running_var, 0.5, 2.0)
+    return branches
+
+
+@pytest.mark.parametrize("cin, cout, stride", [(32, 32, 1), (32, 64, 2), (64, 66, 1)])
+def test_the_stacked_temporal_unit_equals_its_branches(cin, cout, stride):
+    """MultiScaleTemporalConv stacks its branches' convs and BNs; loaded from a branch-per-module state dict (the
+    earlier layout), it gives the concatenated branches' output, in eval and in train mode (batch statistics)."""
+    from actionllm.methods.ctrgcn.model import MultiScaleTemporalConv
+
+    torch.manual_seed(0)
+    branches = branchwise_mstcn(cin, cout, stride)
+    unit = MultiScaleTemporalConv(cin, cout, 5, stride)
+    unit.load_state_dict({f"branches.{k}": v for k, v in branches.state_dict().items()})
+    x = torch.randn(4, cin, 16, 20)
+    for train in (False, True):
+        branches.train(train), unit.train(train)
+        with torch.no_grad():
+            torch.testing.assert_close(unit(x), torch.cat([b(x) for b in branches], 1), rtol=1e-4, atol=1e-5)
+    running = torch.cat([branches[i][4].running_mean for i in range(3)] + [branches[3][1].running_mean])
+    torch.testing.assert_close(unit.bn.running_mean, running)  # train mode updated the same statistics
+
+
 def test_standard_preset_is_the_papers_ten_blocks_and_size():
     rec = CTRGCNRecognizer({"preset": "standard"}, ["a"] * 60, "ntu25", 3)
     assert len(rec.net.blocks) == 10
     assert [b.gcn.bn.num_features for b in rec.net.blocks] == [64] * 4 + [128] * 3 + [256] * 3
-    tcn = rec.net.blocks[0].tcn.branches
-    assert len(tcn) == 4 and [b[3].dilation for b in tcn[:2]] == [(1, 1), (2, 1)]  # dilations 1, 2 + max + 1x1
+    tcn = rec.net.blocks[0].tcn
+    assert len(tcn.widths) == 4 and [c.dilation for c in tcn.dilated] == [(1, 1), (2, 1)]  # dilations 1, 2 + max + 1x1
     n = sum(p.numel() for p in rec.net.parameters())
     assert 1.40e6 < n < 1.50e6  # the paper: 1.46M parameters on NTU
     small = CTRGCNRecognizer({}, ["a"] * 20, "kinect20", 3)

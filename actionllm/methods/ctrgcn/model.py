@@ -96,14 +96,17 @@ class CTRGraphConv(nn.Module):
         rel = self.subsets[0].phi.out_channels
         cout = self.subsets[0].transform.out_channels
         phi, psi = self._fused("phi"), self._fused("psi")
-        pooled = F.conv2d(x, torch.cat([phi[0], psi[0]]), torch.cat([phi[1], psi[1]])).mean(2)  # [N, 2KR, V]
+        # phi and psi are 1x1 convs, so pooling over time first gives the same numbers on T times fewer positions
+        pooled = F.conv2d(x.mean(2, keepdim=True), torch.cat([phi[0], psi[0]]), torch.cat([phi[1], psi[1]])).squeeze(2)
         q, kk = pooled.view(n, 2, k, rel, v).unbind(1)  # [N, K, R, V] each
         diff = torch.tanh(q.unsqueeze(-2) - kk.unsqueeze(-1)).view(n, k, rel, v * v)  # [N, K, R, V*V]
         # xi (a 1x1 conv per subset) as one batched matrix product, equal to the grouped conv it replaces (whose
-        # oneDNN backward was the largest single op in a CPU profile); a whole small-preset step: 1.05-1.08x
+        # oneDNN backward was the largest single op in a CPU profile); a whole small-preset step: 1.05-1.08x.
+        # R = A + alpha (W diff + b) = (alpha W) diff + (A + alpha b): alpha and A go into the small terms, so the
+        # large [N, K, C_out, V, V] tensor takes one product and one add (the graph unit 1.09x, forward + backward)
         xi_w, xi_b = self._fused("xi")
-        corr = (torch.matmul(xi_w.view(k, cout, rel), diff) + xi_b.view(k, cout, 1)).view(n, k, cout, v, v)
-        topology = self.A.to(x.dtype)[None, :, None] + self.alpha * corr  # [N, K, C_out, V, V]
+        shared = self.A.to(x.dtype).view(k, 1, v * v) + (self.alpha * xi_b).view(k, cout, 1)  # [K, C_out, V*V]
+        topology = (torch.matmul((self.alpha * xi_w).view(k, cout, rel), diff) + shared).view(n, k, cout, v, v)
         feats = F.conv2d(x, *self._fused("transform")).view(n, k, cout, t, v)
         y = torch.einsum("nkcvw,nkctv->nctw", topology, feats)
         return F.relu(self.bn(y) + self.down(x))
@@ -111,27 +114,68 @@ class CTRGraphConv(nn.Module):
 
 class MultiScaleTemporalConv(nn.Module):
     """Branches concatenated along channels: per dilation d [1x1 -> BN -> ReLU -> (k x 1) conv dilated d -> BN],
-    [1x1 -> BN -> ReLU -> 3x1 max-pool -> BN], [1x1 (strided) -> BN]. Widths split C_out as evenly as possible."""
+    [1x1 -> BN -> ReLU -> 3x1 max-pool -> BN], [1x1 (strided) -> BN]. Widths split C_out as evenly as possible.
+
+    Stored and computed with the branches side by side, the same numbers in fewer, larger operations: the 1x1
+    convs that open the branches as one conv (`squeeze`; with stride 1 the strided 1x1 branch `shortcut` joins
+    it), their BNs as one BN over the stacked channels, and the BNs that close the branches as one BN (`bn`) over
+    the concatenation (a BN is per channel, so stacking changes nothing). Folders saved with the earlier
+    one-module-per-branch layout (`branches.i.j`) load through `_load_from_state_dict`."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 5, stride: int = 1, dilations: tuple[int, ...] = (1, 2)):
         super().__init__()
         n = len(dilations) + 2
-        widths = [cout // n + (1 if i < cout % n else 0) for i in range(n)]
-
-        def squeeze(w: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, w, 1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-
-        branches = [nn.Sequential(*squeeze(w), nn.Conv2d(w, w, (kernel, 1), (stride, 1), ((kernel - 1) * d // 2, 0),
-                                                          (d, 1)), nn.BatchNorm2d(w))
-                    for w, d in zip(widths, dilations, strict=False)]
-        branches.append(nn.Sequential(*squeeze(widths[-2]), nn.MaxPool2d((3, 1), (stride, 1), (1, 0)),
-                                      nn.BatchNorm2d(widths[-2])))
-        branches.append(nn.Sequential(nn.Conv2d(cin, widths[-1], 1, (stride, 1)), nn.BatchNorm2d(widths[-1])))
-        self.branches = nn.ModuleList(branches)
+        self.widths = [cout // n + (1 if i < cout % n else 0) for i in range(n)]
+        self.stride = stride
+        opened = self.widths[:-1]  # the dilated branches and the max-pool branch open with 1x1 -> BN -> ReLU
+        self.squeeze = nn.Conv2d(cin, sum(opened), 1)
+        self.squeeze_bn = nn.BatchNorm2d(sum(opened))
+        self.dilated = nn.ModuleList(nn.Conv2d(w, w, (kernel, 1), (stride, 1), ((kernel - 1) * d // 2, 0), (d, 1))
+                                     for w, d in zip(opened, dilations, strict=False))
+        self.pool = nn.MaxPool2d((3, 1), (stride, 1), (1, 0))
+        self.shortcut = nn.Conv2d(cin, self.widths[-1], 1, (stride, 1))
+        self.bn = nn.BatchNorm2d(cout)
         init_conv(self)
+        with torch.no_grad():  # He (fan-out) per branch, as separate convs had it: the stacked conv's fan-out is larger
+            for part in self.squeeze.weight.split(opened):
+                nn.init.kaiming_normal_(part, mode="fan_out")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([b(x) for b in self.branches], 1)
+        opened = self.widths[:-1]
+        if self.stride == 1:
+            both = F.conv2d(x, torch.cat([self.squeeze.weight, self.shortcut.weight]),
+                            torch.cat([self.squeeze.bias, self.shortcut.bias]))
+            s, short = both.split([sum(opened), self.widths[-1]], 1)
+        else:
+            s, short = self.squeeze(x), self.shortcut(x)
+        parts = F.relu(self.squeeze_bn(s)).split(opened, 1)
+        outs = [conv(p) for conv, p in zip(self.dilated, parts, strict=False)]
+        return self.bn(torch.cat([*outs, self.pool(parts[-1]), short], 1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state dict of the one-module-per-branch layout (`branches.i.0` the opening 1x1 conv, `.1` its BN,
+        `.3` the dilated conv, `.4` the closing BN; the last branch `.0` conv, `.1` BN), stacked into this one."""
+        old = f"{prefix}branches."
+        if any(k.startswith(old) for k in state_dict):
+            nd, last = len(self.dilated), len(self.widths) - 1
+            take = {k: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(old)]}
+
+            def stack(names: list[str], field: str) -> torch.Tensor:
+                if field == "num_batches_tracked":
+                    return take[f"{old}{names[0]}.{field}"]
+                return torch.cat([take[f"{old}{n}.{field}"] for n in names])
+
+            bn_fields = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+            opening = [f"{i}.0" for i in range(last)]
+            for f in ("weight", "bias"):
+                state_dict[f"{prefix}squeeze.{f}"] = stack(opening, f)
+                state_dict[f"{prefix}shortcut.{f}"] = take[f"{old}{last}.0.{f}"]
+                for i in range(nd):
+                    state_dict[f"{prefix}dilated.{i}.{f}"] = take[f"{old}{i}.3.{f}"]
+            for f in bn_fields:
+                state_dict[f"{prefix}squeeze_bn.{f}"] = stack([f"{i}.1" for i in range(last)], f)
+                state_dict[f"{prefix}bn.{f}"] = stack([f"{i}.4" for i in range(last)] + [f"{last}.1"], f)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class CTRGCNBlock(nn.Module):
