@@ -28,10 +28,11 @@ class Batcher:
     items, one batch at a time."""
 
     def __init__(self, run: Callable[[list], list], max_batch_size: int = 16, wait_s: float = 0.01,
-                 on_batch: Callable[[list, list], None] | None = None):
-        """`on_batch(items, results)`: called on the event loop after each batch (metrics)."""
+                 on_batch: Callable[[list, list], None] | None = None, on_idle: Callable[[], None] | None = None):
+        """`on_batch(items, results)`: called on the event loop after each batch (metrics). `on_idle()`: called in
+        the worker thread when a batch ends and no request is queued (housekeeping that must not delay a batch)."""
         self.run, self.max_batch_size, self.wait_s = run, max(1, max_batch_size), max(0.0, wait_s)
-        self.on_batch = on_batch
+        self.on_batch, self.on_idle = on_batch, on_idle
         self.pending: list[tuple[Any, asyncio.Future, float]] = []
         self.expect = 1  # requests the previous batch held: how many to wait for
         self._arrived: asyncio.Event | None = None
@@ -91,3 +92,8 @@ class Batcher:
                     self.on_batch([b[0] for b in batch], results)
                 except Exception:  # metrics never take a batch down
                     log.exception("on_batch failed")
+            if self.on_idle is not None and not self.pending:
+                try:
+                    await loop.run_in_executor(None, self.on_idle)
+                except Exception:  # nor does housekeeping
+                    log.exception("on_idle failed")

@@ -70,6 +70,43 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_keeps_serving():
     assert asyncio.run(main())[0] == "good"
 
 
+def test_on_idle_runs_after_a_batch_only_when_nothing_is_queued():
+    """Housekeeping (a replica's malloc_trim) runs between batches, never while requests wait."""
+    events = []
+
+    def run(items):
+        events.append(("batch", list(items)))
+        time.sleep(0.2)
+        return items
+
+    async def main():
+        b = Batcher(run, max_batch_size=2, wait_s=0.0, on_idle=lambda: events.append(("idle",)))
+        first = asyncio.ensure_future(b.submit(0))
+        await asyncio.sleep(0.05)  # [0] runs; 1, 2, 3 queue behind it
+        rest = [asyncio.ensure_future(b.submit(i)) for i in (1, 2, 3)]
+        await asyncio.gather(first, *rest)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert events == [("batch", [0]), ("batch", [1, 2]), ("batch", [3]), ("idle",)]
+
+
+def test_idle_trim_trims_at_most_once_per_interval():
+    from services.deployments import IdleTrim
+
+    now = [0.0]
+    trim = IdleTrim(interval_s=1.0, clock=lambda: now[0])
+    calls = []
+    if trim.trim is not None:  # glibc: the real malloc_trim once, then a recorder
+        trim()
+        assert trim.calls == 1
+    trim.trim, trim.last = calls.append, float("-inf")
+    for t in (0.0, 0.4, 0.9, 1.0, 1.5, 2.2):
+        now[0] = t
+        trim()
+    assert calls == [0, 0, 0]  # at 0.0, 1.0 and 2.2: malloc_trim(0), never twice within a second
+
+
 @pytest.mark.ray
 def test_batched_requests_of_different_lengths_answer_as_in_process(ray_local, tiny_recognizers, data_root):
     from ray import serve
