@@ -53,6 +53,23 @@ MALLOC_THRESHOLD = 8 << 20
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
+def glibc():
+    """The process's glibc (ctypes), or None where the C library is another."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def fix_malloc_thresholds(nbytes: int = MALLOC_THRESHOLD) -> bool:
+    """mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD, nbytes): blocks of >= nbytes are mmapped and returned to the
+    system when freed, and glibc stops raising the threshold. False where libc is not glibc (nothing changes)."""
+    libc = glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, nbytes)) \
+        and bool(libc.mallopt(M_TRIM_THRESHOLD, nbytes))
+
+
 # A replica that served concurrent requests keeps the heap they fragmented: +50 MiB after 120 requests at
 # concurrency 4 in one replica, given back only once later requests happened to free the heap's top. glibc's
 # malloc_trim(0) returns every free page of every arena to the system (3 ms median, 9 ms at most, in a tiny
@@ -60,25 +77,12 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 TRIM_INTERVAL_S = 1.0
 
 
-def fix_malloc_thresholds(nbytes: int = MALLOC_THRESHOLD) -> bool:
-    """mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD, nbytes): blocks of >= nbytes are mmapped and returned to the
-    system when freed, and glibc stops raising the threshold. False where libc is not glibc (nothing changes)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, nbytes)) and bool(mallopt(M_TRIM_THRESHOLD, nbytes))
-
-
 class IdleTrim:
     """malloc_trim(0), at most every `interval_s` seconds: a Batcher's on_idle. A no-op where libc is not glibc."""
 
     def __init__(self, interval_s: float = TRIM_INTERVAL_S, clock=time.monotonic):
-        try:
-            self.trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            self.trim = None
+        libc = glibc()
+        self.trim = libc.malloc_trim if libc is not None else None
         self.interval_s, self.clock, self.last, self.calls = interval_s, clock, float("-inf"), 0
 
     def __call__(self) -> None:
