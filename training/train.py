@@ -1,7 +1,8 @@
 """`actionllm train`: shards -> Ray Data (windows -> bridge encoding) -> TorchTrainer(train_loop_per_worker).
 
 The driver reads the manifest, builds the streamed datasets, runs the trainer with checkpointing and
-fault tolerance, and copies the best/latest recognizer folder to `<output>/recognizer`.
+fault tolerance, and copies the latest recognizer folder (the last epoch's, not the best on validation) to
+`<output>/recognizer`; after an LLM stage it chooses the prior weight on the val split (actionllm/fusion.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from actionllm.components.backbone import check_available
 from actionllm.components.text_encoder import check_available as check_text_encoder
 from actionllm.components.visual_encoder import VisualEncoderConfig
 from actionllm.components.visual_encoder import check_available as check_visual_encoder
+from actionllm.fusion import fit_prior_weight
 from actionllm.recognizer_folder import write_sample
 from actionllm.registry import get_recipe
 from actionllm.skeleton.shards import Manifest, read_shards, shard_files
@@ -247,12 +249,31 @@ def run_training(tc: TrainConfig, address: str | None = None, callbacks: list | 
         summaries[stage] = _run_stage(stc, address, callbacks if last else None,
                                       say if last else (lambda line, s=stage: say(f"stage {s}: {line}")))
     summary = summaries[stages[-1]]
+    fusion = fit_prior(tc, stages[-1], summary, say)
+    if fusion is not None:
+        summary = {**summary, "prior": fusion}
     if len(stages) > 1:
         summary = {**summary, "stages": {s: {"recognizer": v["recognizer"], "metrics": v["metrics"]}
                                          for s, v in summaries.items()}}
     # <output>/summary.json names the recognizer folder to evaluate, also when only an earlier stage ran
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def fit_prior(tc: TrainConfig, stage: str, summary: dict, say=print) -> dict | None:
+    """After an LLM stage whose first stage scores classes: choose its prior weight on the val split and write it
+    into the recognizer folder (actionllm/fusion.py); None when there is nothing to choose."""
+    recipe = get_recipe(tc.recipe)
+    cfg = recipe.config(tc.recipe_config)
+    if stage != recipe.stages[-1] or getattr(cfg, "prior", "off") != "fit" or summary.get("already_trained"):
+        return None
+    choice = fit_prior_weight(summary["recognizer"], tc.data, "val")
+    if choice is not None:
+        row = next(r for r in choice["rows"] if r["weight"] == choice["weight"])
+        alone = next(r for r in choice["rows"] if r["weight"] == 0.0)
+        say(f"prior weight {choice['weight']:g} chosen on {choice['sequences']} val sequences (accuracy "
+            f"{row['accuracy']:.3f}; the LLM alone {alone['accuracy']:.3f}); written to {summary['recognizer']}")
+    return choice
 
 
 def _run_stage(tc: TrainConfig, address: str | None = None, callbacks: list | None = None, say=print) -> dict:

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from actionllm.components.llm_stage import by_length
 from actionllm.components.vq import collapse_repeats
 from actionllm.methods import folder_facts, get_recipe, load_recognizer
 from actionllm.methods.lvlm_var.config import LVLMVARConfig
-from actionllm.methods.lvlm_var.model import LVLMVARRecognizer, VSTRecognizer, by_length
+from actionllm.methods.lvlm_var.model import LVLMVARRecognizer, VSTRecognizer
 from actionllm.recognizer_folder import read_config, serving_facts
 
 NAMES = ["wave", "kick", "bend"]

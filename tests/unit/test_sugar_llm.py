@@ -55,7 +55,7 @@ def test_name_weight_counts_the_names_tokens_more_than_the_descriptions(toy):
     sc, batch = rec.scorer, [0, 1, 6, 7]  # two of each class
     y = labels[batch]
     with torch.no_grad():
-        vec = rec.action_tokens(x[batch], None)
+        vec = rec.tokens(x[batch])[0]
         prefix = sc.prefix(rec.llm, vec, sc.train_candidates)
         logp = sc.answer_logprobs(rec.llm, prefix, torch.arange(4), y.tolist(), share_prefix=False, table=rec.targets)
         for w in (1.0, 4.0):

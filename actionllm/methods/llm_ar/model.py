@@ -25,9 +25,8 @@ import torch
 
 from ...components.backbone import hidden_size, input_embeddings
 from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
-from ...components.label_scoring import LabelScorer
-from ...components.lora import LoraRecognizer
-from ...contract import RecognizerBase, load_module, no_grad_eval
+from ...components.llm_stage import LLMStage
+from ...contract import RecognizerBase, load_module
 from ...recognizer_folder import read_config
 from ...skeleton.layouts import get_layout
 from .config import LLMARConfig
@@ -112,16 +111,18 @@ def load_vqvae(folder: str | Path) -> tuple[ActionVQVAE, dict]:
     return model.requires_grad_(False).eval(), meta
 
 
-class LLMARRecognizer(LoraRecognizer):
+class LLMARRecognizer(LLMStage):
     """Stage 2 of llm-ar (`--stage llm`): frozen action VQ-VAE -> instruction with the action sentence ->
-    LoRA LLM -> class scores from the names' log-likelihoods. Its folder holds the VQ-VAE as well."""
+    LoRA LLM -> class scores from the names' log-likelihoods (components/llm_stage.py). Its folder holds the
+    VQ-VAE as well. The VQ-VAE scores no classes: no prior."""
 
     recipe = "llm-ar"
     config_cls = LLMARConfig
     stage = "llm"
     explanation = "none (uniform: LLM-AR has no per-frame read-back)"
-    writes_text = True  # max_new_tokens of free generation beside the scores
     weight_files = {VQVAE_WEIGHTS: "vqvae"}
+    frozen = "vqvae"
+    terminator = None  # eq. 13: the answer is the name + EOS
 
     def __init__(self, config, class_names: list[str], layout: str, dims: int, *, model=None, tokenizer=None,
                  vqvae: ActionVQVAE | None = None, seed: int = 0, device: str = "cpu", lora: bool = True, **_ignored):
@@ -138,12 +139,9 @@ class LLMARRecognizer(LoraRecognizer):
         if vqvae.features != features:
             raise ValueError(f"the VQ-VAE reads {vqvae.features} features per frame but clip.max_bodies "
                              f"{self.cfg.clip.max_bodies} x {get_layout(layout).num_joints} joints x {dims}D is {features}")
-        self.vqvae = vqvae.requires_grad_(False).eval()
-        self.init_llm(model, tokenizer, device=device, seed=seed, lora=lora)
-        if self.llm.config.hidden_size != self.vqvae.dim:
-            raise ValueError(f"the VQ-VAE's codebook is {self.vqvae.dim}-wide but the backbone's embeddings are "
-                             f"{self.llm.config.hidden_size}-wide: train the VQ-VAE stage with this backbone")
-        self.scorer = LabelScorer(self.tokenizer, self.class_names, self.cfg.instruction(), self.cfg.held_out)
+        self.vqvae = vqvae
+        self.init_stage(model, tokenizer, device=device, seed=seed, lora=lora, prompt=self.cfg.instruction(),
+                        width=self.vqvae.dim, held_out=self.cfg.held_out, what="the VQ-VAE's codebook")
 
     @classmethod
     def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
@@ -153,15 +151,6 @@ class LLMARRecognizer(LoraRecognizer):
     def folder_extras(cls, folder: Path, meta: dict) -> dict:
         vq = meta["vqvae"]
         return {"vqvae": ActionVQVAE(vq["features"], vq["width"], LLMARConfig.model_validate(meta["config"]).vqvae)}
-
-    @property
-    def candidates(self) -> list[int]:
-        return list(self.scorer.eval_candidates)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.vqvae.eval()  # frozen stage 1: never in training mode
-        return self
 
     def collate_fn(self) -> ClipCollate:
         return ClipCollate()
@@ -173,44 +162,13 @@ class LLMARRecognizer(LoraRecognizer):
             vec = self.vqvae.code_vectors()[codes]
         return codes, vec.to(self.llm.get_input_embeddings().weight.dtype)
 
-    # --- the loop's contract ---------------------------------------------------------------------------------
-    def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
-        self.use_adapter()
-        _, vec = self.action_sentence(x)
-        # training: eq. 13, cross-entropy on the true name's tokens; validation and evaluation: names scored
-        return self.scorer.loop_outputs(self.llm, vec, labels, class_weights, self.training)
+    def tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None = None):
+        codes, vec = self.action_sentence(x)
+        return vec, None, {"action_tokens": codes.cpu().tolist()}
 
-    def count_tokens(self, batch: dict) -> int:
-        prompt = self.scorer.prompt_tokens(batch["x"].shape[2] // 4, self.scorer.train_candidates)
-        names = sum(len(self.scorer.answers[int(c)]) for c in batch["labels"]) if "labels" in batch else 0
-        return len(batch["x"]) * prompt + names
-
-    def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
-        return [{"params": self.lora_parameters(), "lr": lr}]
-
-    # --- inference -------------------------------------------------------------------------------------------
-    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8, generate: bool = True) -> dict:
-        """Probabilities over the eval candidates, and (`generate`) the greedy continuation of each window's
-        prompt as `generated` ("" each when False: the scores do not depend on it)."""
-        device = self.llm.get_input_embeddings().weight.device
-        probs, generated, codes_out, tokens = [], [], [], 0
-        cands = self.scorer.eval_candidates
-        with no_grad_eval(self):
-            self.use_adapter()
-            for s in range(0, len(windows), batch_size):
-                batch, _ = clip_batch(windows[s:s + batch_size], self.cfg.clip, self.layout)
-                codes, vec = self.action_sentence(batch["x"].to(device))
-                scores, _ = self.scorer.score(self.llm, vec, cands)
-                probs.append(torch.softmax(scores.float(), -1).cpu().numpy())
-                generated += self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens if generate else 0)
-                codes_out += codes.cpu().tolist()
-                tokens += self.count_tokens({"x": batch["x"]})
-        joints = list(get_layout(self.layout).joints)
-        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))),
-                "frame_weights": [np.full(np.asarray(w).shape[-3], 1.0 / np.asarray(w).shape[-3], np.float32)
-                                  for w in windows],
-                "joint_weights": [np.full(len(joints), 1.0 / len(joints), np.float32) for _ in windows],
-                "joint_names": joints, "tokens": tokens, "generated": generated, "action_tokens": codes_out}
+    def window_inputs(self, windows: list, device) -> dict:
+        batch, _ = clip_batch(windows, self.cfg.clip, self.layout)
+        return {"x": batch["x"].to(device)}
 
     # --- folder ------------------------------------------------------------------------------------------------
     def folder_meta(self) -> dict:

@@ -4,6 +4,8 @@ them (and in README.md)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 
 from ...components.backbone import BackboneConfig
@@ -69,6 +71,13 @@ class LVLMVARConfig(RecipeConfig):
     explain: bool = Field(True, description="train on '{class}. {explanation}' (eq. 3's E); False: the name only")
     vst_folder: str | None = Field(None, description="the vst stage's recognizer folder the llm stage reads; set "
                                    "by `actionllm train` when both stages run")
+    # not in the paper (the paper's recognizer is the LLM alone, weight 0): the first stage's class
+    # log-probabilities added to the names' log-likelihoods (components/llm_stage.py); `actionllm train` chooses
+    # it on the val split after the llm stage (--set prior=off keeps 0)
+    prior_weight: float = Field(0.0, ge=0.0, description="weight of the first stage's class scores beside the "
+                                "LLM's (0 = the LLM alone, the paper); chosen on validation by `actionllm train`")
+    prior: Literal["fit", "off"] = Field("fit", description="fit: choose prior_weight on the val split after the "
+                                         "llm stage; off: keep prior_weight as set")
     max_new_tokens: int = Field(32, ge=0, description="greedy generation returned as the explanation (0 = off)")
 
     @model_validator(mode="before")

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 
 from ...components.backbone import hidden_size
 from ...components.clips import object_column
-from ...components.label_scoring import LabelScorer
-from ...components.lora import LoraRecognizer
+from ...components.llm_stage import LLMStage
 from ...components.visual_encoder import feature_width, load_visual_encoder
 from ...components.vq import collapse_repeats, usage_metrics
 from ...contract import RecognizerBase, no_grad_eval
@@ -179,23 +178,19 @@ def load_vst(folder: str | Path) -> tuple[VST, dict]:
     return rec.vst.requires_grad_(False).eval(), meta
 
 
-def by_length(vecs: list[torch.Tensor]) -> dict[int, list[int]]:
-    """Indices of the videos grouped by their number of semantic tokens."""
-    groups: dict[int, list[int]] = {}
-    for i, v in enumerate(vecs):
-        groups.setdefault(int(v.shape[0]), []).append(i)
-    return groups
-
-
-class LVLMVARRecognizer(VideoInput, LoraRecognizer):
+class LVLMVARRecognizer(VideoInput, LLMStage):
     """Stage 2 of lvlm-var (`--stage llm`): frozen VST -> semantic tokens before the instruction -> LoRA LLM that
-    names the action (scored) and explains it (generated). Its folder holds the VST beside the LoRA adapter."""
+    names the action (scored; + `prior_weight` x the VST head's log-probabilities: components/llm_stage.py) and
+    explains it (generated). Its folder holds the VST beside the LoRA adapter."""
 
     recipe = "lvlm-var"
     config_cls = LVLMVARConfig
     stage = "llm"
     explanation = "temporal self-attention of the VST received per frame (the text explanation is `generated`)"
     weight_files = {VST_WEIGHTS: "vst"}
+    frozen = "vst"
+    terminator = "."
+    has_prior = True  # the VST's class head
 
     def __init__(self, config, class_names: list[str], layout: str, dims: int, *, model=None, tokenizer=None,
                  vst: VST | None = None, descriptions: dict[str, str] | None = None, seed: int = 0,
@@ -208,25 +203,13 @@ class LVLMVARRecognizer(VideoInput, LoraRecognizer):
             vst, meta = load_vst(self.cfg.vst_folder)
             if meta["class_names"] != self.class_names:
                 raise ValueError(f"{self.cfg.vst_folder}: the VST was trained on other classes")
-        self.vst = vst.requires_grad_(False).eval()
+        self.vst = vst
         self.descriptions = descriptions if descriptions is not None else self.cfg.descriptions(self.class_names)
-        self.init_llm(model, tokenizer, device=device, seed=seed, lora=lora)
-        emb = self.llm.get_input_embeddings().weight
-        if emb.shape[1] != self.vst.width:
-            raise ValueError(f"the VST writes {self.vst.width}-wide tokens but the backbone's embeddings are "
-                             f"{emb.shape[1]}-wide: train the vst stage with this backbone")
+        self.init_stage(model, tokenizer, device=device, seed=seed, lora=lora, prompt=self.cfg.prompt,
+                        width=self.vst.width, texts=self.descriptions if self.cfg.explain else {},
+                        what="the VST (the vst stage)")
         # the unit semantic tokens are scaled to the word embeddings' mean norm (vst.py)
-        self.token_scale = float(emb.detach().float().norm(dim=-1).mean())
-        self.scorer = LabelScorer(self.tokenizer, self.class_names, self.cfg.prompt, terminator=".")
-        self.targets = [self.target_ids(c) for c in self.class_names]
-        self._last_tokens = 0
-
-    def target_ids(self, name: str) -> list[int]:
-        """Eq. 3's (C, E) as one target: the name, '.', the explanation, EOS (name + '.' + EOS without one)."""
-        text = self.descriptions.get(name, "") if self.cfg.explain else ""
-        tail = self.tokenizer(" " + text, add_special_tokens=False)["input_ids"] if text else []
-        return self.scorer.name_ids(name) + self.tokenizer(".", add_special_tokens=False)["input_ids"] + tail + \
-            [self.scorer.eos]
+        self.token_scale = float(self.llm.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
 
     @classmethod
     def folder_extras(cls, folder: Path, meta: dict) -> dict:
@@ -235,87 +218,26 @@ class LVLMVARRecognizer(VideoInput, LoraRecognizer):
         return {"vst": VST(v["feat_dim"], v["width"], len(meta["class_names"]), cfg.vst),
                 "descriptions": meta.get("descriptions", {})}
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.vst.eval()  # frozen stage 1
-        return self
-
     def token_vectors(self, feats: torch.Tensor) -> tuple[list[list[int]], list[torch.Tensor], torch.Tensor]:
         """Features -> per video its codes, its token vectors [L_i, d] in the LLM's dtype, the attention."""
         seqs, vecs, received = self.vst.semantic_tokens(feats)
         dtype = self.llm.get_input_embeddings().weight.dtype
         return seqs, [(v * self.token_scale).to(dtype) for v in vecs], received
 
-    # --- the loop's contract ---------------------------------------------------------------------------------
-    def forward(self, feats, labels=None, class_weights=None) -> dict:
-        self.use_adapter()
-        _, vecs, _ = self.token_vectors(feats)
-        self._last_tokens = sum(self.scorer.prompt_tokens(len(v), self.scorer.train_candidates) for v in vecs)
-        groups = by_length(vecs)
-        if self.training:
-            if labels is None:
-                raise ValueError("training needs labels")
-            total, weight = 0.0, 0.0
-            for idx in groups.values():
-                lab = labels[idx]
-                w = class_weights.to(lab.device)[lab] if class_weights is not None else torch.ones(len(idx), device=lab.device)
-                den = float(sum(float(wi) * len(self.targets[int(c)]) for wi, c in zip(w, lab, strict=True)))
-                nll = self.scorer.nll(self.llm, torch.stack([vecs[i] for i in idx]), lab, class_weights,
-                                      targets=self.targets)
-                total, weight = total + nll * den, weight + den
-            return {"loss": total / max(weight, 1e-12), "logits": None}
-        logits = None
-        loss = torch.zeros((), device=feats.device)
-        for idx in groups.values():
-            out = self.scorer.loop_outputs(self.llm, torch.stack([vecs[i] for i in idx]),
-                                           None if labels is None else labels[idx], class_weights, False)
-            if logits is None:
-                logits = out["logits"].new_zeros((len(vecs), out["logits"].shape[1]))
-            logits[idx] = out["logits"]
-            if "loss" in out:
-                loss = loss + out["loss"] * len(idx) / len(vecs)
-        result = {"logits": logits}
-        if labels is not None:
-            result["loss"] = loss
-        return result
+    def tokens(self, feats: torch.Tensor, per_step: int = 1):
+        """Features -> per video its semantic tokens (a variable number), the VST head's class scores (the
+        prior) and, for display, the codes and the attention over the clip's frames."""
+        with torch.no_grad():
+            seqs, vecs, received = self.token_vectors(feats)
+            prior = self.vst(feats)["logits"] if self.prior_weight or not self.training else None
+        return vecs, prior, {"semantic_tokens": seqs, "frame_weights": self.frame_weights(received, per_step)}
 
-    def count_tokens(self, batch: dict) -> int:
-        answers = sum(len(self.targets[int(c)]) for c in batch["labels"]) if "labels" in batch else 0
-        return self._last_tokens + answers
+    def window_inputs(self, windows: list, device) -> dict:
+        feats, per_step = self.features_of(windows, device)
+        return {"feats": feats, "per_step": per_step}
 
-    def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
-        return [{"params": self.lora_parameters(), "lr": lr}]
-
-    # --- inference -------------------------------------------------------------------------------------------
-    def predict_windows(self, windows: list, batch_size: int = 8) -> dict:
-        """Probabilities over the classes, the greedy explanation (`generated`: "{class}. {why}"), the semantic
-        tokens and the attention over the clip's frames, per video."""
-        device = self.llm.get_input_embeddings().weight.device
-        cands = self.scorer.eval_candidates
-        n = len(windows)
-        probs = np.zeros((n, len(self.class_names)))
-        generated, weights, codes_out, vecs, tokens = [""] * n, [], [], [], 0
-        with no_grad_eval(self):
-            self.use_adapter()
-            for s in range(0, n, batch_size):  # the VST over every video first ...
-                feats, per_step = self.features_of(windows[s:s + batch_size], device)
-                seqs, v, received = self.token_vectors(feats)
-                weights += self.frame_weights(received, per_step)
-                codes_out += seqs
-                vecs += v
-            for idx in by_length(vecs).values():  # ... then the LLM over videos of equal token counts, batched
-                for g in range(0, len(idx), batch_size):
-                    rows = idx[g:g + batch_size]
-                    vec = torch.stack([vecs[i] for i in rows])
-                    scores, _ = self.scorer.score(self.llm, vec, cands)
-                    probs[rows] = torch.softmax(scores.float(), -1).cpu().numpy()
-                    for i, text in zip(rows, self.scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens),
-                                       strict=True):
-                        generated[i] = text
-                    tokens += len(rows) * self.scorer.prompt_tokens(vec.shape[1], cands)
-        return {"probabilities": probs, "frame_weights": weights,
-                "joint_weights": [np.zeros(0, np.float32) for _ in windows], "joint_names": [], "tokens": tokens,
-                "generated": generated, "semantic_tokens": codes_out}
+    def display(self, windows: list) -> dict:
+        return {"joint_weights": [np.zeros(0, np.float32) for _ in windows], "joint_names": []}
 
     # --- folder ------------------------------------------------------------------------------------------------
     def folder_meta(self) -> dict:

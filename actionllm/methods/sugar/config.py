@@ -62,6 +62,13 @@ class SugarConfig(RecipeConfig):
     # description follows from the name once it is written, so a plain mean is mostly the descriptions
     name_weight: float = Field(1.0, ge=1.0, description="weight of the name's tokens (and its '.') in eq. 5's "
                                "cross-entropy against the description's; 1 = the paper's plain mean")
+    # not in the paper (the paper's recognizer is the LLM alone, weight 0): the first stage's class
+    # log-probabilities added to the names' log-likelihoods (components/llm_stage.py); `actionllm train` chooses
+    # it on the val split after the llm stage (--set prior=off keeps 0)
+    prior_weight: float = Field(0.0, ge=0.0, description="weight of the first stage's class scores beside the "
+                                "LLM's (0 = the LLM alone, the paper); chosen on validation by `actionllm train`")
+    prior: Literal["fit", "off"] = Field("fit", description="fit: choose prior_weight on the val split after the "
+                                         "llm stage; off: keep prior_weight as set")
     max_new_tokens: int = Field(32, ge=0, description="generated explanation length (0 = none)")
     align_folder: str | None = Field(None, description="the align stage's recognizer folder the llm stage reads; "
                                      "set by `actionllm train` when both stages run")

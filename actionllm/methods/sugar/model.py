@@ -33,7 +33,7 @@ from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
 from ...components.gcn_recognizer import read_back
 from ...components.knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
 from ...components.label_scoring import NEG, LabelScorer
-from ...components.lora import LoraRecognizer
+from ...components.llm_stage import LLMStage
 from ...components.text_encoder import TextEncoder
 from ...contract import RecognizerBase, no_grad_eval
 from ...recognizer_folder import check_candidates
@@ -221,50 +221,48 @@ def load_align(folder: str | Path, layout: str, dims: int) -> SugarAlignRecogniz
     return align
 
 
-class SugarLLMRecognizer(LoraRecognizer):
+class SugarLLMRecognizer(LLMStage):
     """Stage 2 of sugar (`--stage llm`): frozen skeleton encoder -> bridge (TQP) -> action tokens in the
-    instruction -> LoRA LLM; classes scored by their names' log-likelihood, the continuation is the explanation.
-    Its folder holds the encoder and the bridge beside the LoRA adapter."""
+    instruction -> LoRA LLM; classes scored by their names' log-likelihood (+ `prior_weight` x the align stage's
+    text-similarity log-probabilities: components/llm_stage.py), the continuation is the explanation. Its folder
+    holds the encoder, the bridge and the class text bank beside the LoRA adapter."""
 
     recipe = "sugar"
     config_cls = SugarConfig
     stage = "llm"
     open_vocabulary = True  # new names go into [list] and are scored like trained ones (their texts are not read)
-    writes_text = True  # the generated "{label}. {description}" is the explanation
     explanation = "none (uniform: the explanation is the generated sentence)"
-    weight_files = {"encoder.safetensors": "encoder", "bridge.safetensors": "bridge"}
+    frozen = "encoder"
+    terminator = "."
+    weight_files = {"encoder.safetensors": "encoder", "bridge.safetensors": "bridge"}  # + text_bank (the prior)
 
     def __init__(self, config, class_names: list[str], layout: str, dims: int, *, model=None, tokenizer=None,
                  encoder: SequenceEncoder | None = None, descriptions: dict[str, str] | None = None, seed: int = 0,
-                 device: str = "cpu", lora: bool = True, **_ignored):
+                 device: str = "cpu", lora: bool = True, bank: TextBank | None = None, **_ignored):
         super().__init__(config, class_names, layout, dims)
         if encoder is None:
             if not self.cfg.align_folder:
                 raise ValueError("the llm stage needs the align stage's folder: set recipe_config.align_folder "
                                  "(or train both stages: no --stage)")
             align = load_align(self.cfg.align_folder, layout, dims)
-            encoder = align.encoder
+            encoder, bank = align.encoder, align.bank
             descriptions = {k.label: k.description for k in align.knowledge}
-        self.encoder = encoder.requires_grad_(False).eval()
+            if align.class_names != self.class_names:
+                bank = None  # the align stage scored other classes: no prior
+        self.encoder = encoder
+        # the align stage's text bank: its class scores are the prior (folders written before it have none)
+        self.has_prior = bank is not None
+        if bank is not None:
+            self.bank = bank.requires_grad_(False)
+            self.weight_files = {**self.weight_files, "text_bank.safetensors": "bank"}
         self.descriptions = {c: (descriptions or {}).get(c, "") for c in self.class_names}
         torch.manual_seed(seed)
         self.bridge = Bridge(self.cfg.bridge, self.encoder.width, hidden_size(self.cfg.backbone))
-        self.init_llm(model, tokenizer, device=device, seed=seed, lora=lora)
-        if self.llm.config.hidden_size != self.bridge.out.out_features:
-            raise ValueError(f"the bridge writes {self.bridge.out.out_features}-wide tokens but the backbone's "
-                             f"embeddings are {self.llm.config.hidden_size}-wide")
-        self.scorer = LabelScorer(self.tokenizer, self.class_names, self.cfg.prompt, self.cfg.held_out,
-                                  terminator=".")
-        self.targets = [self.target_ids(c) for c in self.class_names]
+        self.init_stage(model, tokenizer, device=device, seed=seed, lora=lora, prompt=self.cfg.prompt,
+                        width=self.bridge.out.out_features, held_out=self.cfg.held_out,
+                        texts=self.descriptions if self.cfg.describe else {}, name_weight=self.cfg.name_weight,
+                        what="the bridge")
         self._candidate_scorers = CandidateCache()
-
-    def target_ids(self, name: str) -> list[int]:
-        """Eq. 5's y: the name, '.', the class's description, EOS (the name alone + '.' + EOS if describe is off
-        or the class has no description). The name's tokens come first exactly as the scorer scores them."""
-        text = f" {self.descriptions.get(name, '')}" if self.cfg.describe and self.descriptions.get(name) else ""
-        tail = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-        return self.scorer.name_ids(name) + self.tokenizer(".", add_special_tokens=False)["input_ids"] + tail + \
-            [self.scorer.eos]
 
     @classmethod
     def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
@@ -276,76 +274,45 @@ class SugarLLMRecognizer(LoraRecognizer):
     @classmethod
     def folder_extras(cls, folder: Path, meta: dict) -> dict:
         cfg = SugarConfig.model_validate(meta["config"])
-        return {"encoder": SequenceEncoder(meta["layout"], meta["dims"], cfg.encoder, meta["align"]["text_dim"]),
-                "descriptions": meta.get("descriptions", {})}
+        text_dim = meta["align"]["text_dim"]
+        bank = meta.get("text_bank")
+        return {"encoder": SequenceEncoder(meta["layout"], meta["dims"], cfg.encoder, text_dim),
+                "descriptions": meta.get("descriptions", {}),
+                "bank": TextBank(bank["texts"], text_dim, len(meta["class_names"])) if bank else None}
 
-    @property
-    def candidates(self) -> list[int]:
-        return list(self.scorer.eval_candidates)
+    def bridge_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.bridge.parameters())
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.encoder.eval()  # frozen stage 1: never in training mode
-        return self
-
-    def action_tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None) -> torch.Tensor:
-        """Clips -> the bridge's tokens [B, L, d] in the LLM's dtype (the encoder runs without gradients)."""
+    def tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None = None):
+        """Clips -> the bridge's tokens [B, L, d] in the LLM's dtype (the encoder runs without gradients), and
+        the align stage's class scores (eq. 3's similarities, log-mean-exp per class) when the bank is here."""
         with torch.no_grad():
             s = self.encoder.sequence(self.encoder.grid(x.float()), body_mask)
-        return self.bridge(s).to(self.llm.get_input_embeddings().weight.dtype)
+            prior = None
+            if self.has_prior:
+                z = self.encoder.embed(s)
+                prior = class_scores(z @ self.bank.emb.T.to(z.dtype) / self.cfg.temperature, self.bank)
+        return self.bridge(s).to(self.llm.get_input_embeddings().weight.dtype), prior, {}
 
-    # --- the loop's contract ---------------------------------------------------------------------------------
-    def forward(self, x, body_mask=None, labels=None, class_weights=None) -> dict:
-        self.use_adapter()
-        vec = self.action_tokens(x, body_mask)
-        # training: eq. 5, cross-entropy on "{label}. {description}" + EOS; validation and evaluation: names scored
-        return self.scorer.loop_outputs(self.llm, vec, labels, class_weights, self.training, targets=self.targets,
-                                        name_weight=self.cfg.name_weight)
-
-    def count_tokens(self, batch: dict) -> int:
-        slot = self.bridge.num_tokens(self.encoder.frames_out(batch["x"].shape[2]))  # linear: one per frame of s
-        prompt = self.scorer.prompt_tokens(slot, self.scorer.train_candidates)
-        answers = sum(len(self.targets[int(c)]) for c in batch["labels"]) if "labels" in batch else 0
-        return len(batch["x"]) * prompt + answers
-
-    def param_groups(self, lr: float, head_lr: float | None = None) -> list[dict]:
-        return [{"params": self.lora_parameters(), "lr": lr},
-                {"params": list(self.bridge.parameters()), "lr": head_lr or lr * 10}]
+    def window_inputs(self, windows: list, device) -> dict:
+        batch, _ = clip_batch(windows, self.cfg.clip, self.layout)
+        return {"x": batch["x"].to(device), "body_mask": batch["body_mask"].to(device)}
 
     # --- inference -------------------------------------------------------------------------------------------
     def candidate_scorer(self, candidates: list[dict]) -> LabelScorer:
         return LabelScorer(self.tokenizer, [c["name"] for c in candidates], self.cfg.prompt, terminator=".")
 
-    def predict_windows(self, windows: list[np.ndarray], batch_size: int = 8, candidates: list[dict] | None = None,
-                        generate: bool = True) -> dict:
-        """Probabilities over the eval candidates (or over `candidates` named at request time, open vocabulary),
-        and (`generate`) the greedy continuation of each window's prompt (the label and its description) as
-        `generated` ("" each when False)."""
-        device = self.llm.get_input_embeddings().weight.device
-        scorer = self.scorer if candidates is None else \
-            self._candidate_scorers.get_or_build(check_candidates(candidates), self.candidate_scorer)
-        cands = scorer.eval_candidates
-        probs, generated, tokens = [], [], 0
-        with no_grad_eval(self):
-            self.use_adapter()
-            for s in range(0, len(windows), batch_size):
-                batch, _ = clip_batch(windows[s:s + batch_size], self.cfg.clip, self.layout)
-                vec = self.action_tokens(batch["x"].to(device), batch["body_mask"].to(device))
-                scores, _ = scorer.score(self.llm, vec, cands)
-                probs.append(torch.softmax(scores.float(), -1).cpu().numpy())
-                generated += scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens if generate else 0)
-                tokens += self.count_tokens({"x": batch["x"]})
-        joints = list(get_layout(self.layout).joints)
-        return {"probabilities": np.concatenate(probs) if probs else np.zeros((0, len(scorer.class_names))),
-                "frame_weights": [np.full(np.asarray(w).shape[-3], 1.0 / np.asarray(w).shape[-3], np.float32)
-                                  for w in windows],
-                "joint_weights": [np.full(len(joints), 1.0 / len(joints), np.float32) for _ in windows],
-                "joint_names": joints, "tokens": tokens, "generated": generated}
+    def scorer_for(self, candidates: list[dict] | None) -> LabelScorer:
+        """The trained classes' scorer, or one for `candidates` named at request time (open vocabulary)."""
+        if candidates is None:
+            return self.scorer
+        return self._candidate_scorers.get_or_build(check_candidates(candidates), self.candidate_scorer)
 
     # --- folder ------------------------------------------------------------------------------------------------
     def folder_meta(self) -> dict:
         return {"joint_names": list(get_layout(self.layout).joints), **super().folder_meta(),
                 "descriptions": self.descriptions,
                 "align": {"source": self.cfg.align_folder, "text_dim": int(self.encoder.to_text.out_features)},
+                "text_bank": {"texts": int(self.bank.emb.shape[0])} if self.has_prior else None,
                 "bridge": {"kind": self.cfg.bridge.kind,
                            "parameters": sum(p.numel() for p in self.bridge.parameters())}}
