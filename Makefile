@@ -34,12 +34,13 @@ $(DEV_STAMP): $(STAMP)
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
-# synthetic gait -> shards -> Ray Data stream -> Ray Train (2 workers, ST-GCN) -> evaluate (fails below top-1 0.9) -> report
+# synthetic gait -> shards -> Ray Data stream -> Ray Train (SUGAR: GCN aligned with gait texts, then a LoRA SmolLM2-135M
+# that names and describes the gait) -> evaluate (fails below top-1 0.9) -> report -> Ray Serve, one HTTP request
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(VENV)/bin/actionllm synth-gait --out $(DEMO)/shards --subjects 12 --per-subject 4 --seconds 4
+	$(VENV)/bin/actionllm synth-gait --out $(DEMO)/shards --subjects 12 --per-subject 4 --seconds 4 --val-fraction 0.25
 	$(VENV)/bin/actionllm stream --data $(DEMO)/shards --window 12 --stride 12 --local
-	$(VENV)/bin/actionllm train --config actionllm/methods/stgcn/configs/demo-gait.yaml --data $(DEMO)/shards --output $(DEMO)/run
+	$(VENV)/bin/actionllm train --config actionllm/methods/sugar/configs/demo-gait.yaml --data $(DEMO)/shards --output $(DEMO)/run
 	$(VENV)/bin/actionllm evaluate --checkpoint $(DEMO)/run/recognizer --data $(DEMO)/shards --split test --report $(DEMO)/report --fail-under 0.9
 	@echo "demo report: $(DEMO)/report/report.json (confusion.png, attention_frames.png, attention_joints.png)"
 	# serve the recognizer (Ray Serve on the local Ray), send one real HTTP request (a test sequence), print the answer

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
+from .body_figure import body_pose, plot_body  # noqa: E402
 from .ensemble import check_members  # noqa: E402
 from .inference import cut, predict_many, sequence_scores, softmax  # noqa: E402
 from .methods import load_recognizer  # noqa: E402  (importing it registers every method)
@@ -148,11 +149,18 @@ def rotated_metrics(scores: dict[str, list[np.ndarray]], labels: np.ndarray, cla
 ENSEMBLE_RULE = "sum of the members' sequence probabilities (softmax of each one's mean window log-probability)"
 
 
-def load_members(checkpoints: list[str], device: str = "cpu", adapter: bool = True) -> list:
+def load_members(checkpoints: list[str], device: str = "cpu", adapter: bool = True,
+                 prior_weight: float | None = None) -> list:
     """The recognizers of an ensemble, checked to recognise the same classes from the same layout. `adapter`
-    False: LoRA recognizers answer with their adapter switched off (the zero-shot ablation)."""
+    False: LoRA recognizers answer with their adapter switched off (the zero-shot ablation). `prior_weight`: an
+    LLM stage's fusion weight in place of its folder's (0: the LLM alone, the paper's recognizer)."""
     members = [load_recognizer(c, device=device) for c in checkpoints]
     check_members(checkpoints, members)
+    if prior_weight is not None:
+        for c, m in zip(checkpoints, members, strict=True):
+            if not getattr(m, "has_prior", False):
+                raise ValueError(f"--prior-weight: {c} ({m.recipe} {m.stage}) has no first-stage prior to weigh")
+            m.cfg = m.cfg.model_copy(update={"prior_weight": float(prior_weight)})
     if not adapter:
         for c, m in zip(checkpoints, members, strict=True):
             layers = getattr(getattr(getattr(m, "llm", None), "base_model", None), "disable_adapter_layers", None)
@@ -160,6 +168,11 @@ def load_members(checkpoints: list[str], device: str = "cpu", adapter: bool = Tr
                 raise ValueError(f"--no-adapter: {c} ({m.recipe}) has no LoRA adapter to switch off")
             layers()
     return members
+
+
+def prior_of(rec) -> dict:
+    """An LLM stage with a first-stage prior: the fusion weight it answered with (report.json's `prior_weight`)."""
+    return {"prior_weight": rec.prior_weight} if getattr(rec, "has_prior", False) else {}
 
 
 def ensemble_scores(member_scores: list[np.ndarray]) -> np.ndarray:
@@ -207,7 +220,8 @@ def predict_chunk(members: list, seqs: list, angles: dict[str, float], up: str, 
 def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report: str | None = None,
              device: str = "cpu", limit: int | None = None, batch_size: int = 8,
              classes: list[str] | None = None, rotate: list[float] | None = None, up: str = "spine",
-             candidates: list[dict] | None = None, chunk: int = CHUNK, adapter: bool = True) -> dict:
+             candidates: list[dict] | None = None, chunk: int = CHUNK, adapter: bool = True,
+             prior_weight: float | None = None) -> dict:
     """`checkpoint`: one recognizer folder, or several (an ensemble: `ensemble_scores`; explanations and window
     figures are the first member's). `classes`: evaluate only the sequences of these classes (e.g. the held-out
     ones of an unseen-class run). `rotate`: also evaluate every (3D) sequence rotated by each of these angles
@@ -217,16 +231,18 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
     dataset's classes: the cross-dataset zero-shot protocol), and `classes` picks among the candidates.
     `chunk`: sequences whose windows (and rotated copies) share one predict_windows call per member, batched
     across sequences; 1 = one call per sequence (the same answers, slower). `adapter` False: LoRA recognizers
-    answer with their adapter off (load_members)."""
+    answer with their adapter off; `prior_weight`: an LLM stage's fusion weight in place of its folder's
+    (load_members)."""
     if chunk < 1:
         raise ValueError(f"chunk: at least 1 sequence per call, got {chunk}")
     if modality(data) == "video":
         single = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
         if rotate or candidates is not None or len(single) != 1:
             raise ValueError(f"{data} holds videos: --rotate, --candidates and ensembles read skeletons")
-        return evaluate_video(str(single[0]), data, split, report, device, limit, batch_size, classes, adapter)
+        return evaluate_video(str(single[0]), data, split, report, device, limit, batch_size, classes, adapter,
+                              prior_weight)
     checkpoints = [str(checkpoint)] if isinstance(checkpoint, str | Path) else [str(c) for c in checkpoint]
-    members = load_members(checkpoints, device=device, adapter=adapter)
+    members = load_members(checkpoints, device=device, adapter=adapter, prior_weight=prior_weight)
     rec = members[0]
     window, stride = rec.window, rec.stride
     names, extra = rec.class_names, {}
@@ -255,7 +271,7 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         if unknown:
             raise ValueError(f"--classes: {unknown} are not classes of this recognizer ({rec.class_names})")
         keep = {rec.class_names.index(c) for c in classes}
-    scores, labels, win_correct, win_total, expl = [], [], 0, 0, []
+    scores, labels, win_correct, win_total, expl, pose = [], [], 0, 0, [], None
     member_scores: list[list[np.ndarray]] = [[] for _ in members]
 
     def selected():
@@ -286,6 +302,7 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
                 member_scores[i].append(sequence_scores(o[k]["probabilities"]))
             scores.append(ensemble_scores([ms[-1] for ms in member_scores]))
             out = outs[0][k]
+            pose = body_pose(seq) if pose is None else pose
             labels.append(seq.label)
             win_correct += int((out["probabilities"].argmax(1) == seq.label).sum())
             win_total += len(out["probabilities"])
@@ -300,7 +317,7 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
               "recipe": "+".join(m.recipe for m in members),
               "window": window, "stride": stride or window, **metrics(scores_a, labels_a, names),
               "window_top1": win_correct / win_total, "windows": win_total, "class_names": names,
-              **({} if adapter else {"adapter": "off"})}
+              **({} if adapter else {"adapter": "off"}), **prior_of(rec)}
     if len(members) > 1:
         result["ensemble"] = {"rule": ENSEMBLE_RULE, "explanations, window_top1": "the first member's",
                               "members": [{"checkpoint": c, "recipe": m.recipe, "window": m.window,
@@ -319,8 +336,11 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
         result["rotate_up"] = up
     if report:
         folder = write_confusion(Path(report), names, np.asarray(result["confusion"]))
-        pngs = ["confusion.png", *plot_explanations(expl, names, out["joint_names"], folder,
-                                                         getattr(rec, "explanation", "attention"))]
+        what = getattr(rec, "explanation", "attention")
+        pngs = ["confusion.png", *plot_explanations(expl, names, out["joint_names"], folder, what)]
+        if pose is not None and plot_body(pose, rec.layout, expl, names, out["joint_names"],
+                                          folder / "attention_body.png", what.split(" (")[0]):
+            pngs.append("attention_body.png")
         (folder / "explanations.json").write_text(json.dumps({"joint_names": out["joint_names"], "sequences": expl}))
         result["files"] = ["report.json", "confusion.json", "explanations.json", *pngs]
         (folder / "report.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -329,14 +349,14 @@ def evaluate(checkpoint: str | list[str], data: str, split: str = "test", report
 
 def evaluate_video(checkpoint: str, data: str, split: str = "test", report: str | None = None, device: str = "cpu",
                    limit: int | None = None, batch_size: int = 8, classes: list[str] | None = None,
-                   adapter: bool = True) -> dict:
+                   adapter: bool = True, prior_weight: float | None = None) -> dict:
     """A video recognizer (lvlm-var) on a video shard split: each video decoded (the recognizer's frames, its
     encoder's image size, segment middles) and answered once; the same metrics and confusion figure as skeletons,
     the explanations (attention over frames, generated text, semantic tokens) in explanations.json."""
     from .video.decode import read_frames
     from .video.folder import read_video_rows
 
-    rec = load_members([checkpoint], device=device, adapter=adapter)[0]
+    rec = load_members([checkpoint], device=device, adapter=adapter, prior_weight=prior_weight)[0]
     if getattr(rec, "features_of", None) is None:
         raise ValueError(f"{checkpoint} ({rec.recipe}) reads skeletons; {data} holds videos")
     names = rec.class_names
@@ -366,7 +386,7 @@ def evaluate_video(checkpoint: str, data: str, split: str = "test", report: str 
               **metrics(scores, labels, names), "class_names": names, "frames": frames,
               "tokens_per_video": float(np.mean(tokens)) if any(tokens) else None,
               "codes_used": len({c for e in expl for c in e["semantic_tokens"]}),
-              **({} if adapter else {"adapter": "off"})}
+              **({} if adapter else {"adapter": "off"}), **prior_of(rec)}
     if classes:
         result["classes"] = list(classes)
     if report:

@@ -51,15 +51,23 @@ def aggregate(out: dict, starts: list[int], num_frames: int, window: int | None,
     def named(q: np.ndarray) -> dict[str, float]:
         return {c: float(v) for c, v in zip(class_names, q, strict=True)}
 
+    label = int(p.argmax())
     return {
-        "label": class_names[int(p.argmax())],
+        "label": class_names[label],
         "probabilities": named(p),
         "windows": [{"start": int(s), "end": int(min(s + size, num_frames)), "label": class_names[int(q.argmax())],
                      "probabilities": named(q), **({"generated": out["generated"][i]} if "generated" in out else {})}
                     for i, (s, q) in enumerate(zip(starts, probs, strict=True))],
         "explanation": {"frame_weights": frames.tolist(), "joint_weights": joints.tolist(),
-                        "joint_names": list(out["joint_names"])},
+                        "joint_names": list(out["joint_names"]),
+                        **({"text": answer_text(out["generated"], probs, label)} if "generated" in out else {})},
     }
+
+
+def answer_text(generated: list[str], probs: np.ndarray, label: int) -> str:
+    """A generative recognizer's words for the whole sequence: the text of the window most sure of the sequence's
+    label (display only; the label comes from the class scores)."""
+    return generated[int(np.argmax(probs[:, label]))] if len(generated) else ""
 
 
 SHARED_KEYS = ("joint_names",)  # predict_windows' output entries that describe all windows, not one each

@@ -101,9 +101,10 @@ def new_cell(cell: Path) -> Path:
 def shards_of(ds: str, args, log: Path) -> tuple[Path, list[str]]:
     """The dataset's shard folder under --work (prepared once) and the `actionllm prepare` command that makes it."""
     fmt, folder, protocol, _ = DATASETS[ds]
-    shards = Path(args.work) / "shards" / ds
+    val = getattr(args, "val_fraction", None)
+    shards = Path(args.work) / "shards" / (ds if val is None else f"{ds}-val{round(val * 100)}")
     prepare = [str(BIN), "prepare", "--format", fmt, "--input", rel(Path(args.data_root) / folder), "--output",
-               rel(shards), "--protocol", protocol]
+               rel(shards), "--protocol", protocol, *(["--val-fraction", f"{val:g}"] if val is not None else [])]
     if not (shards / "manifest.json").is_file():
         sh(prepare, log)
     return shards, prepare
@@ -112,7 +113,7 @@ def shards_of(ds: str, args, log: Path) -> tuple[Path, list[str]]:
 def videos_of(ds: str, shards: Path, args, log: Path) -> tuple[Path, list[list[str]]]:
     """The dataset's skeletons rendered as MP4 stick figures and prepared as video shards under --work (once), and
     the `actionllm render` and `actionllm prepare --format video-folder` commands that make them."""
-    videos, vshards = Path(args.work) / "videos" / ds, Path(args.work) / "shards" / f"{ds}-video"
+    videos, vshards = Path(args.work) / "videos" / shards.name, Path(args.work) / "shards" / f"{shards.name}-video"
     render = [str(BIN), "render", "--data", rel(shards), "--output", rel(videos), "--size", str(args.video_size)]
     prepare = [str(BIN), "prepare", "--format", "video-folder", "--input", rel(videos), "--output", rel(vshards)]
     if not (vshards / "manifest.json").is_file():
@@ -151,10 +152,13 @@ def run(args) -> None:
         train_s = sh(train, log)
         final = Path(json.loads((cell / "run" / "summary.json").read_text())["recognizer"])  # <run>/<stage>/...
         stages = [p for p in sorted((cell / "run").glob("*/recognizer")) if args.stage_rows]
-        for recognizer in [final, *stages]:
-            row = cell_row(args, recipe, ds, cell, shards, made, train, train_s, recognizer, final)
+        prior = json.loads((final / "config.json").read_text()).get("prior") if args.prior_rows else None
+        for recognizer, alone in [(final, False), *([(final, True)] if prior else []), *((s, False) for s in stages)]:
+            row = cell_row(args, recipe, ds, cell, shards, made, train, train_s, recognizer, final, alone)
             name = cell.name if recognizer == final else f"{cell.name}-{recognizer.parent.name}"
-            (cell / f"{'row' if recognizer == final else name}.json").write_text(json.dumps(row, indent=2) + "\n")
+            name += "-llm-alone" if alone else ""
+            (cell / f"{'row' if recognizer == final and not alone else name}.json").write_text(
+                json.dumps(row, indent=2) + "\n")
             ROWS.mkdir(parents=True, exist_ok=True)
             (ROWS / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
             print(json.dumps({k: row[k] for k in ("dataset", "recipe", "top1", "macro_f1", "train_s")}), flush=True)
@@ -171,12 +175,14 @@ def epochs_text(summary: dict, stage: str | None = None) -> int | str:
 
 
 def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, train: list, train_s: float,
-             recognizer: Path, final: Path) -> dict:
-    """Evaluate one recognizer of a trained cell on the test split -> its row."""
+             recognizer: Path, final: Path, alone: bool = False) -> dict:
+    """Evaluate one recognizer of a trained cell on the test split -> its row. `alone`: an LLM stage answering
+    without its first stage's prior (--prior-weight 0: the paper's recognizer), beside the fused row."""
     _, _, protocol, split_text = DATASETS[ds]
     report_dir = cell / ("report" if recognizer == final else f"report-{recognizer.parent.name}")
+    report_dir = report_dir.with_name(report_dir.name + "-llm-alone") if alone else report_dir
     evaluate = [str(BIN), "evaluate", "--checkpoint", rel(recognizer), "--data", rel(shards),
-                "--split", "test", "--report", rel(report_dir),
+                "--split", "test", "--report", rel(report_dir), *(["--prior-weight", "0"] if alone else []),
                 *(["--rotate", args.rotate] if args.rotate else []),
                 *shlex.split(args.evaluate_flags or "")]
     eval_s = sh(evaluate, cell / "log.txt")
@@ -204,6 +210,10 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
     name = recipe if last else f"{recipe} ({rc.get('stage')} stage)"
     if recognizer == final and getattr(args, "label", None):
         name = args.label
+    prior = rc.get("prior") if recognizer == final else None
+    if prior:  # the fusion weight was chosen on the val split by `actionllm train` (actionllm/fusion.py)
+        name += " (LLM alone, prior weight 0)" if alone else \
+            f" + first-stage prior (weight {prior['weight']:g} chosen on {prior['sequences']} val seq.)"
     row = {"dataset": ds, "protocol": protocol, "split": split_text, "recipe": name, "backbone": backbone,
            "top1": report["top1"], "top5": report["top5"], "macro_f1": report["macro_f1"],
            "chance": report["chance"], "test_sequences": report["sequences"],
@@ -221,6 +231,7 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
            "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "machine": machine(),
            "commands": [shlex.join(c).replace(str(BIN), "actionllm") for c in (*made, train, evaluate)],
            **({"note": args.note} if getattr(args, "note", None) else {}),
+           **({"prior": {**prior, "weight_used": 0.0 if alone else prior["weight"]}} if prior else {}),
            "date": time.strftime("%Y-%m-%d")}
     return row
 
@@ -368,6 +379,10 @@ def main() -> None:
     r.add_argument("--video-size", type=int, default=112, help="rendered frame size (--video)")
     r.add_argument("--stage-rows", action="store_true", help="also a row for each earlier stage's recognizer "
                    "(e.g. lvlm-var's vst stage, a classifier in its own right)")
+    r.add_argument("--val-fraction", type=float, default=None, help="`actionllm prepare --val-fraction`: the share "
+                   "of the training sequences held out for choices (default: prepare's 0.1)")
+    r.add_argument("--prior-rows", action="store_true", help="an LLM stage with a first-stage prior: also a row "
+                   "with the prior off (--prior-weight 0, the paper's LLM alone) beside the fused one")
     r.add_argument("--note", default=None, help="a sentence kept in the row (how it was run, what it shares)")
     r.add_argument("--label", default=None, help="the row's recipe column (default: the recipe, or the recipe and "
                    "the stage for a stage's folder), e.g. 'sugar (align + llm, P1: 5 classes unseen)'")

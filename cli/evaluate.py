@@ -33,6 +33,8 @@ def evaluate(
     no_adapter: bool = typer.Option(False, "--no-adapter", help="LoRA recipes: answer with the LoRA adapter "
                                     "switched off (the pretrained LLM on the trained inputs: the zero-shot ablation "
                                     "of LVLM-VAR's Table 2)"),
+    prior_weight: float = typer.Option(None, min=0.0, help="LLM stages with a first-stage prior (sugar, lvlm-var): "
+                                       "its fusion weight instead of the folder's (0 = the LLM alone, the paper)"),
 ) -> None:
     """Sequence-level top-1/top-5/macro-F1 (AUC, sensitivity, specificity for binary tasks) + explanations."""
     from actionllm.checks import check_recognizer, check_shards
@@ -49,15 +51,15 @@ def evaluate(
         result = run_eval([str(c) for c in checkpoint], str(data), split=split, report=str(report) if report else None,
                           limit=limit, classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
                           rotate=angles, up=up, candidates=read_candidates(candidates) if candidates else None,
-                          adapter=not no_adapter)
+                          adapter=not no_adapter, prior_weight=prior_weight)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     if "ensemble" in result:
         for m in result["ensemble"]["members"]:
             console.print(f"  member {m['checkpoint']} ({m['recipe']}): top-1 {m['top1']:.3f}", highlight=False,
                           soft_wrap=True)
-    keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "candidates", "auc", "sensitivity",
-            "specificity"]
+    keys = ["sequences", "top1", "top5", "macro_f1", "window_top1", "chance", "prior_weight", "candidates", "auc",
+            "sensitivity", "specificity"]
     out.print_json(data={k: result[k] for k in keys if k in result})
     top = f"top-1 {result['top1']:.3f} on {result['sequences']} sequences (chance {result['chance']:.3f})"
     if "auc" in result and result["auc"] is not None:

@@ -118,9 +118,12 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
             say(f"served answer: {answer['label']} with probability {top:.2f}"
                 + (f"; true label: {truth}{verdict}" if truth is not None else "")
                 + f"  [model {answer['model']}, {len(answer['windows'])} window(s), {answer['latency_ms']:.0f} ms]")
+            text = (answer.get("explanation") or {}).get("text")
+            if text is not None:  # a generative recognizer: the LLM's own words beside the label
+                say(f"the LLM says: {text}")
             show({"status": r.status_code, "model": answer["model"], "label": answer["label"], "true_label": truth,
                   "top_probability": top, "windows": len(answer["windows"]),
-                  "latency_ms": round(answer["latency_ms"], 1)})
+                  "latency_ms": round(answer["latency_ms"], 1), **({"text": text} if text is not None else {})})
         finally:
             serve.shutdown()
         return

@@ -85,7 +85,7 @@ class WindowAnswer(BaseModel):
     end: int
     label: str
     probabilities: dict[str, float]
-    generated: str | None = Field(None, description="generative recognizers (llm-ar): the LLM's own words for "
+    generated: str | None = Field(None, description="generative recognizers (llm-ar, sugar, lvlm-var): the LLM's own words for "
                                   "the window (display only; `label` comes from the class scores)")
 
 
@@ -95,8 +95,9 @@ class Explanation(BaseModel):
     joint_weights: list[float] = Field(description="weight of each joint in `joint_names` (mean over windows; "
                                        "empty for a video)")
     joint_names: list[str] = Field(description="the joints the model reads (its bridge may drop or add some)")
-    text: str | None = Field(None, description="generative video recognizers (lvlm-var): the model's own "
-                             "explanation, \"{class}. {why}\" (display only; `label` comes from the class scores)")
+    text: str | None = Field(None, description="generative recognizers (llm-ar, sugar, lvlm-var): the LLM's own "
+                             "words, \"{class}. {why}\" (skeletons: those of the window most sure of `label`; "
+                             "display only: `label` comes from the class scores)")
 
 
 class VideoInfo(BaseModel):

@@ -55,8 +55,9 @@ def fuse(llm_scores: np.ndarray, prior: np.ndarray | None, weight: float) -> np.
 def choose_prior_weight(llm_scores: list[np.ndarray], priors: list[np.ndarray], labels: list[int],
                         weights: tuple[float, ...] = PRIOR_WEIGHTS) -> tuple[float, list[dict]]:
     """Per validation sequence its windows' LLM scores and first-stage log-probabilities [W, K] and its label ->
-    the weight with the best sequence accuracy (ties: the lower mean NLL of the true class, then the smaller
-    weight) and every weight's row (accuracy, nll) so the choice can be read."""
+    the weight with the best sequence accuracy and every weight's row (accuracy, nll) so the choice can be read.
+    Ties go to the smaller weight (the nearer to the paper's LLM alone), not to the lower NLL: a confident first
+    stage would win every tie on NLL, and small validation sets tie often."""
     rows = []
     y = np.asarray(labels)
     for w in weights:
@@ -69,7 +70,7 @@ def choose_prior_weight(llm_scores: list[np.ndarray], priors: list[np.ndarray], 
         seq = seq - np.logaddexp.reduce(seq, axis=1, keepdims=True)
         rows.append({"weight": w, "accuracy": float((seq.argmax(1) == y).mean()),
                      "nll": float(-seq[np.arange(len(y)), y].mean())})
-    best = max(rows, key=lambda r: (r["accuracy"], -r["nll"], -r["weight"]))
+    best = max(rows, key=lambda r: (r["accuracy"], -r["weight"]))
     return best["weight"], rows
 
 

@@ -411,6 +411,7 @@ def test_llm_ar_recognizer_is_served_with_no_code_of_its_own(service, body, tiny
     assert isinstance(a["windows"][0]["generated"], str)
     local = recognize(load_recognizer(tiny_llm_ar), seq)
     assert a["label"] == local["label"] and a["windows"][0]["generated"] == local["windows"][0]["generated"]
+    assert a["explanation"]["text"] == local["explanation"]["text"] == a["windows"][0]["generated"]  # the page's line
     np.testing.assert_allclose([a["probabilities"][c] for c in local["probabilities"]],
                                list(local["probabilities"].values()), atol=1e-4)
 

@@ -59,6 +59,18 @@ class CandidateCache(OrderedDict):
         return self[key]
 
 
+def class_activation(encoder: SequenceEncoder, grid: torch.Tensor, classes: torch.Tensor, body_mask: torch.Tensor,
+                     bank: TextBank) -> torch.Tensor:
+    """relu of each (frame, joint) cell's projected feature . the class's mean text embedding -> [N, T', V]
+    (the pooled similarity is the mean of these cells: the projection is linear and has no bias)."""
+    onehot = F.one_hot(bank.owner, bank.num_classes).to(bank.emb.dtype)
+    mean_text = (onehot.T @ bank.emb) / bank.counts().clamp(min=1)[:, None].to(bank.emb.dtype)  # [K, d]
+    w = mean_text[classes] @ encoder.to_text.weight  # [N, C']
+    cam = F.relu(torch.einsum("nc,nmctv->nmtv", w.to(grid.dtype), grid))
+    bm = body_mask.to(cam.dtype)[..., None, None]
+    return (cam * bm).sum(1) / bm.sum(1).clamp(min=1)
+
+
 class SugarAlignRecognizer(RecognizerBase):
     """Stage 1 of sugar: skeleton encoder + the class text bank; scores = similarity to each class's texts."""
 
@@ -138,17 +150,6 @@ class SugarAlignRecognizer(RecognizerBase):
         return out
 
     # --- inference ---------------------------------------------------------------------------------------------
-    def class_activation(self, grid: torch.Tensor, classes: torch.Tensor, body_mask: torch.Tensor,
-                         bank: TextBank) -> torch.Tensor:
-        """relu of each (frame, joint) cell's projected feature . the class's mean text embedding -> [N, T', V]
-        (the pooled similarity is the mean of these cells: the projection is linear and has no bias)."""
-        onehot = F.one_hot(bank.owner, bank.num_classes).to(bank.emb.dtype)
-        mean_text = (onehot.T @ bank.emb) / bank.counts().clamp(min=1)[:, None].to(bank.emb.dtype)  # [K, d]
-        w = mean_text[classes] @ self.encoder.to_text.weight  # [N, C']
-        cam = F.relu(torch.einsum("nc,nmctv->nmtv", w.to(grid.dtype), grid))
-        bm = body_mask.to(cam.dtype)[..., None, None]
-        return (cam * bm).sum(1) / bm.sum(1).clamp(min=1)
-
     def predict_windows(self, windows: list[np.ndarray], batch_size: int = 32, candidates: list[dict] | None = None
                         ) -> dict:
         """Probabilities over the eval candidates, or over `candidates` named at request time (open vocabulary:
@@ -172,7 +173,7 @@ class SugarAlignRecognizer(RecognizerBase):
                 keep[:, cands] = scores[:, cands]
                 p = torch.softmax(keep.float(), -1)
                 probs.append(p.cpu().numpy())
-                cam = self.class_activation(grid.float(), p.argmax(-1), body_mask, bank)
+                cam = class_activation(self.encoder, grid.float(), p.argmax(-1), body_mask, bank)
                 for k, (win, src) in enumerate(zip(chunk, sources, strict=True)):
                     fw, jw = read_back(cam[k].cpu().numpy(), src, np.asarray(win).shape[-3])
                     frame_w.append(fw)
@@ -231,7 +232,8 @@ class SugarLLMRecognizer(LLMStage):
     config_cls = SugarConfig
     stage = "llm"
     open_vocabulary = True  # new names go into [list] and are scored like trained ones (their texts are not read)
-    explanation = "none (uniform: the explanation is the generated sentence)"
+    # the align stage's text similarity read back (a folder without its text bank: uniform weights)
+    explanation = "align-stage class activation (CAM), beside the generated sentence"
     frozen = "encoder"
     terminator = "."
     weight_files = {"encoder.safetensors": "encoder", "bridge.safetensors": "bridge"}  # + text_bank (the prior)
@@ -283,20 +285,39 @@ class SugarLLMRecognizer(LLMStage):
     def bridge_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.bridge.parameters())
 
-    def tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None = None):
+    def tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None = None, sources: list | None = None,
+               lengths: list[int] | None = None):
         """Clips -> the bridge's tokens [B, L, d] in the LLM's dtype (the encoder runs without gradients), and
-        the align stage's class scores (eq. 3's similarities, log-mean-exp per class) when the bank is here."""
+        the align stage's class scores (eq. 3's similarities, log-mean-exp per class) when the bank is here; at
+        inference (`sources`, `lengths`: the clips' frames in their windows) also the align stage's CAM of its
+        best class read back onto each window's frames and joints."""
         with torch.no_grad():
-            s = self.encoder.sequence(self.encoder.grid(x.float()), body_mask)
-            prior = None
+            grid = self.encoder.grid(x.float())
+            s = self.encoder.sequence(grid, body_mask)
+            prior, shown = None, {}
             if self.has_prior:
                 z = self.encoder.embed(s)
                 prior = class_scores(z @ self.bank.emb.T.to(z.dtype) / self.cfg.temperature, self.bank)
-        return self.bridge(s).to(self.llm.get_input_embeddings().weight.dtype), prior, {}
+                if sources is not None:
+                    shown = self.read_back(grid, prior, body_mask, sources, lengths)
+        return self.bridge(s).to(self.llm.get_input_embeddings().weight.dtype), prior, shown
+
+    def read_back(self, grid, prior, body_mask, sources, lengths) -> dict:
+        """The align stage's class activation of its best candidate -> per window frame and joint weights."""
+        cands = self.scorer.eval_candidates
+        best = torch.tensor(cands, device=prior.device)[prior[:, cands].argmax(-1)]
+        cam = class_activation(self.encoder, grid.float(), best, body_mask, self.bank).cpu().numpy()
+        frames, joints = [], []
+        for k, (src, n) in enumerate(zip(sources, lengths, strict=True)):
+            fw, jw = read_back(cam[k], src, n)
+            frames.append(fw)
+            joints.append(jw)
+        return {"frame_weights": frames, "joint_weights": joints}
 
     def window_inputs(self, windows: list, device) -> dict:
-        batch, _ = clip_batch(windows, self.cfg.clip, self.layout)
-        return {"x": batch["x"].to(device), "body_mask": batch["body_mask"].to(device)}
+        batch, sources = clip_batch(windows, self.cfg.clip, self.layout)
+        return {"x": batch["x"].to(device), "body_mask": batch["body_mask"].to(device), "sources": sources,
+                "lengths": [np.asarray(w).shape[-3] for w in windows]}
 
     # --- inference -------------------------------------------------------------------------------------------
     def candidate_scorer(self, candidates: list[dict]) -> LabelScorer:
