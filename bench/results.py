@@ -1,5 +1,6 @@
 """The results table: run recipes on the public datasets through the same CLI commands a user types, and
-render docs/results.md from what the runs wrote (nothing typed by hand).
+render docs/results.md from the row JSONs the runs wrote (no figure typed by hand: every figure is read from a run's
+report.json; a row whose run was not made by `results.py run` says so in its note, e.g. the two 2026-11-22 rows).
 
   python bench/results.py run --recipe-config actionllm/methods/stgcn/configs/stgcn-cpu.yaml --datasets msr-action3d,florence3d
   python bench/results.py table            # -> docs/results.md from docs/results/rows/*.json

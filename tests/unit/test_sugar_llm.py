@@ -101,9 +101,12 @@ def test_stage2_ranks_the_true_class_first_and_generates_its_name(toy, tmp_path)
     saved = rec.save(tmp_path / "rec")
     meta = json.loads((saved / "config.json").read_text())
     assert meta["stage"] == "llm" and meta["bridge"]["kind"] == "tqp"
-    assert {"encoder.safetensors", "bridge.safetensors", "adapter_model.safetensors"} <= {p.name for p in saved.iterdir()}
+    assert {"encoder.safetensors", "bridge.safetensors", "adapter_model.safetensors",
+            "text_bank.safetensors"} <= {p.name for p in saved.iterdir()}  # the align stage's bank: the prior
     again = load_recognizer(saved)
-    assert isinstance(again, SugarLLMRecognizer)
+    assert isinstance(again, SugarLLMRecognizer) and again.has_prior and again.prior_weight == 0.0
+    assert out["prior_logprobs"].shape == out["llm_scores"].shape == (len(y), 2)
+    assert not np.allclose(out["frame_weights"][0], out["frame_weights"][0][0])  # the align stage's CAM, not uniform
     np.testing.assert_allclose(again.predict_windows(windows[:4])["probabilities"], out["probabilities"][:4],
                                atol=1e-4)
 
