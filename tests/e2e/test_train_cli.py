@@ -204,17 +204,21 @@ GAIT_KNOWLEDGE = [
 
 
 def test_sugar_both_stages_through_the_cli_with_a_users_knowledge_file(tmp_path):
-    """sugar through the shared machinery only: a user's knowledge file for classes the project has none for,
-    the align stage then the TQP + LoRA stage in one `train`, each folder evaluated; no knowledge -> refused
-    before Ray starts."""
+    """sugar through the shared machinery only: a user's knowledge file (in place of the project's own for these
+    classes, components/knowledge/synth_gait.jsonl), the align stage then the TQP + LoRA stage in one `train`, each
+    folder evaluated; a knowledge file that lacks a class -> refused before Ray starts, naming the class (no file
+    at all for a dataset's classes: tests/unit/test_sugar.py)."""
     shards, runs = tmp_path / "shards", tmp_path / "run"
     run("synth-gait", "--out", shards, "--subjects", 8, "--per-subject", 1, "--seconds", 1.0, "--val-fraction", 0.3)
     knowledge = tmp_path / "gait.jsonl"
     knowledge.write_text("".join(json.dumps(k) + "\n" for k in GAIT_KNOWLEDGE))
     cfg = tmp_path / "sugar.yaml"
     cfg.write_text(SUGAR_YAML.format(knowledge=knowledge))
-    bare = run("train", "--recipe", "sugar", "--data", shards, "--output", tmp_path / "x", check=False)
-    assert bare.returncode == 2 and "no knowledge file of the project covers the classes" in bare.stderr
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps(GAIT_KNOWLEDGE[0]) + "\n")  # "normal" only
+    bare = run("train", "--recipe", "sugar", "--data", shards, "--output", tmp_path / "x", "--set",
+               f"knowledge={partial}", check=False)
+    assert bare.returncode == 2 and "has no entry for class(es)" in bare.stderr and "parkinsonian" in bare.stderr
     assert "actionllm describe" in bare.stderr
     run("train", "--config", cfg, "--data", shards, "--output", runs, timeout=900)
     summary = json.loads((runs / "summary.json").read_text())
