@@ -41,12 +41,13 @@ def serve(
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
     once: Path = typer.Option(None, help="send one request and stop: a JSON request body, a shard folder "
                               "(its first test sequence), or a video file (uploaded); prints the answer"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="with --once: show Ray's logs here (default: a log "
-                                 "file, named at the end)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's logs here (default: a log file, named "
+                                 "when the service starts, or at the end with --once)"),
 ) -> None:
     """Serve recognizers over HTTP with Ray Serve: POST /v1/recognize (skeleton JSON, or for video recognizers a
     multipart `video` upload or a `video_uri` under --video-root), WS /v1/stream, /v1/models, /metrics, a web page
-    at /. Runs until Ctrl-C (or, with --once, answers one request and stops)."""
+    at /. Runs until Ctrl-C or SIGTERM: requests in flight get up to 3 s to finish (new ones: 503), then it stops
+    (or, with --once, answers one request and stops)."""
     from pydantic import ValidationError
 
     from services.launch import serve_config, start
@@ -62,16 +63,14 @@ def serve(
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
     say = lambda m: console.print(m, highlight=False)  # noqa: E731
-    if once is None:  # a long-running service keeps Ray's logs on the terminal
-        start(cfg, host=host, port=port, address=address, say=say, show=lambda data: out.print_json(data=data))
-        return
-    with run_log(scratch_log("serve-once"), verbose) as log:
+    show = lambda data: out.print_json(data=data)  # noqa: E731
+    log_path = scratch_log("serve" if once is None else "serve-once")
+    with run_log(log_path, verbose) as log:
+        if log and once is None:  # a long-running service: where Ray's lines go, said before it starts
+            say(f"Ray's log: {log}")
         try:
-            start(cfg, host=host, port=port, address=address, once=once, say=say,
-                  show=lambda data: out.print_json(data=data))
+            start(cfg, host=host, port=port, address=address, once=once, say=say, show=show)
         finally:
             stop_ray()
-    if log:
+    if log and once is not None:
         console.print(f"  Ray's log of this run: {log}", highlight=False, soft_wrap=True)
-
-

@@ -76,6 +76,12 @@ def configure(**settings) -> None:
     _state.update(settings)
 
 
+def in_flight() -> int:
+    """HTTP requests this process's ingress is answering now (a module function, like `configure`: the module's
+    `_state`, not the copy a method of the shipped class would read)."""
+    return _state.get("in_flight", 0)
+
+
 def _openapi() -> dict:
     """FastAPI's document plus the two request bodies of POST /v1/recognize (RECOGNIZE_BODY refers to them)."""
     if api.openapi_schema is None:
@@ -152,6 +158,18 @@ async def _http_error(request: Request, err: StarletteHTTPException):
 async def _guard(request: Request, call_next):
     """Body size limit (before the body is read), API key, one metrics event per request, and the route's
     timing breakdown (if it left one) as a `Server-Timing` header."""
+    if _state.get("draining"):  # `actionllm serve` was asked to stop: requests in flight finish, new ones do not start
+        return JSONResponse(ApiError(503, "shutting down", None, "this service is stopping; retry on another "
+                                     "instance or after it restarts").body(), status_code=503,
+                            headers={"Connection": "close", "Retry-After": "5"})
+    _state["in_flight"] = _state.get("in_flight", 0) + 1
+    try:
+        return await _guarded(request, call_next)
+    finally:
+        _state["in_flight"] -= 1
+
+
+async def _guarded(request: Request, call_next):
     t0 = time.perf_counter()
     request.state.model = "-"
     limit, what = _state.get("max_body_bytes", 8 << 20), "body"
@@ -268,6 +286,12 @@ class Ingress:
         """Serve's user_config hook: the per-client limits (LimitSettings' fields; build_app passes ServeConfig's).
         A redeploy that changes only these updates the running replicas in place."""
         limits().update(LimitSettings(**config))
+
+    def drain(self) -> dict:
+        """Stop taking HTTP requests (new ones: 503 "shutting down"); -> how many are still in flight here. Called
+        through a handle by `actionllm serve` when it is asked to stop (services/launch.py)."""
+        configure(draining=True)
+        return {"in_flight": in_flight()}
 
     def resolve(self, name: str | None, header: str | None) -> ModelInfo:
         name = name or header or self.default

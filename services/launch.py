@@ -81,7 +81,8 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
 
     env_address = os.environ.get("RAY_ADDRESS", "")  # the GCS address, set inside a Ray job (`actionllm submit`)
     address = address or (env_address if env_address and "://" not in env_address else None)
-    if not ray.is_initialized():
+    own_ray = not ray.is_initialized() and address is None  # an embedded local Ray: it ends with this command
+    if not ray.is_initialized():  # (Ray blocks SIGINT in the processes it starts: Ctrl-C reaches this one only)
         ray.init(address=address, include_dashboard=False, configure_logging=False,
                  **({} if address else {"num_cpus": max(os.cpu_count() or 1, 4)}))
     quiet = {"log_level": "WARNING", "enable_access_log": False}  # replicas' per-call INFO lines flood a terminal
@@ -128,11 +129,40 @@ def start(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: 
             serve.shutdown()
         return
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.is_set():
-            stop.wait(1.0)
-    except KeyboardInterrupt:
-        pass
-    say("shutting down")
-    serve.shutdown()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a process manager's stop
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(1.0)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+    t0 = time.time()
+    left = drain(serve.get_app_handle("actionllm"), grace_s=DRAIN_GRACE_S)
+    if own_ray:  # the local Ray this command started goes with everything on it: seconds, not Serve's ~30 s teardown
+        ray.shutdown()
+    else:  # a cluster's Ray stays up; this command's application goes
+        serve.delete("actionllm")
+    say(f"stopped in {time.time() - t0:.1f} s" + (f" ({left} request(s) still in flight were cut off)" if left
+                                                    else ""))
+
+
+DRAIN_GRACE_S = 3.0  # how long requests in flight may take to finish once the service is asked to stop
+
+
+def drain(ingress, grace_s: float, quiet_s: float = 0.3) -> int:
+    """Tell the ingress to refuse new requests (503) and wait up to `grace_s` for those in flight; -> how many were
+    still in flight when the wait ended (0: none cut off). "None in flight" must hold for `quiet_s`: a request the
+    proxy had already taken reaches the ingress a moment later (and its 503 must get back before Ray stops). With
+    several ingress replicas each call reaches one, so the calls repeat until the replicas they reach report none."""
+    deadline, left, quiet_since = time.time() + grace_s, 0, None
+    while time.time() < deadline:
+        try:
+            left = ingress.drain.remote().result(timeout_s=max(0.1, deadline - time.time()))["in_flight"]
+        except Exception:  # noqa: BLE001  (an ingress that cannot answer has nothing to finish)
+            return 0
+        if left:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= quiet_s:
+            return 0
+        time.sleep(0.05)
+    return left
