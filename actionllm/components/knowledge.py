@@ -11,18 +11,30 @@ A knowledge file is JSONL, one class a line:
 foot), `;`-separated, each part's text starting with its name (the paper's example format). `visual` is optional
 (captions a user brings; the project's own files have none). The project's files for the datasets it reads are
 in `knowledge/` beside this file, written by hand; `actionllm describe` generates the same format with a local
-causal LM or an OpenAI-compatible endpoint.
+causal LM or an OpenAI-compatible endpoint. A dataset with no file at all trains on `names`: texts templated around
+each class's name (`names_knowledge`), which carry what the name carries and nothing more.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 PARTS = ("head", "hand", "arm", "hip", "leg", "foot")
 KNOWLEDGE_DIR = Path(__file__).resolve().parent / "knowledge"
 MAX_TEXT = 600  # characters in one motion/visual/description text
+NAMES = "names"  # the knowledge source that builds each class's texts from its name alone
+# chosen: one six-part motion text (the format the align stage and `describe` share) and four plain sentences as
+# the class's visual texts, CLIP-style prompts around the name; the description (the LLM's explanation target)
+# says only which action it is. What hand-written text adds over these is measured in methods/sugar/README.md.
+NAME_MOTION = ("head follows the body through {name}; hand moves as {name} needs; arm moves as {name} needs; "
+               "hip moves as {name} needs; leg moves as {name} needs; foot moves as {name} needs")
+NAME_SENTENCES = ("a person doing {name}", "someone performing the action {name}", "the movement of {name}",
+                  "a human skeleton during {name}")
+NAME_DESCRIPTION = "The person performs the action {name}."
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,36 @@ def knowledge_for(classes: list[str], knowledge: dict[str, ClassKnowledge], sour
         raise ValueError(f"{source} has no entry for class(es) {missing}: add them (actionllm describe "
                          "--classes writes a starting file)")
     return [knowledge[c] for c in classes]
+
+
+def names_knowledge(classes: list[str]) -> list[ClassKnowledge]:
+    """Each class's texts templated around its name (the `names` source: a dataset without a knowledge file)."""
+    return [ClassKnowledge(c, (NAME_MOTION.format(name=c),), tuple(t.format(name=c) for t in NAME_SENTENCES),
+                           NAME_DESCRIPTION.format(name=c)) for c in classes]
+
+
+def knowledge_entries(source: str, classes: list[str]) -> list[ClassKnowledge]:
+    """The entries of `classes` from `source`: a knowledge file's path, or `names`."""
+    if source == NAMES:
+        return names_knowledge(classes)
+    return knowledge_for(classes, read_knowledge(source), source)
+
+
+def covering_knowledge(classes: list[str]) -> Path | None:
+    """The first of the project's own knowledge files that covers every class in `classes` (None: none does)."""
+    for path in bundled_knowledge().values():
+        if set(classes) <= set(read_knowledge(path)):
+            return path
+    return None
+
+
+@lru_cache(maxsize=64)
+def say_names_only(classes: tuple[str, ...]) -> None:
+    """The one line a run prints when no knowledge file covers its classes (once per class set and process)."""
+    shown = ", ".join(classes[:4]) + (f" and {len(classes) - 4} more" if len(classes) > 4 else "")
+    logging.getLogger("actionllm.knowledge").info(
+        "no knowledge file covers the classes (%s): class texts from the names alone (knowledge: names); better "
+        "text: `actionllm describe` or a hand-written file, set as recipe_config.knowledge", shown)
 
 
 def bundled_knowledge() -> dict[str, Path]:

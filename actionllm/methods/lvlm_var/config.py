@@ -4,12 +4,13 @@ them (and in README.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from ...components.backbone import BackboneConfig
-from ...components.knowledge import bundled_knowledge, read_knowledge
+from ...components.knowledge import NAMES, covering_knowledge, knowledge_entries, say_names_only
 from ...components.lora import LoraSettings
 from ...components.visual_encoder import VisualEncoderConfig
 from ...registry import RecipeConfig
@@ -67,7 +68,8 @@ class LVLMVARConfig(RecipeConfig):
     prompt: str = Field("[tokens] Please identify the action in this video. What is happening?",
                         description="the instruction (sec. 3.2.1, verbatim); [tokens] = the semantic tokens")
     knowledge: str | None = Field(None, description="knowledge JSONL whose `description` is each class's "
-                                  "explanation target; None: the project's own file covering the data's classes")
+                                  "explanation target, or 'names' (a sentence templated around the name); None: "
+                                  "the project's own file covering the data's classes, else 'names'")
     explain: bool = Field(True, description="train on '{class}. {explanation}' (eq. 3's E); False: the name only")
     vst_folder: str | None = Field(None, description="the vst stage's recognizer folder the llm stage reads; set "
                                    "by `actionllm train` when both stages run")
@@ -98,17 +100,21 @@ class LVLMVARConfig(RecipeConfig):
         return None, None  # a video is one sample
 
     def for_data(self, class_names: list[str]) -> LVLMVARConfig:
-        """The knowledge file that covers the data's classes (the explanations), chosen once on the driver."""
+        """The knowledge that gives the data's classes their explanations, chosen once on the driver: `knowledge`,
+        else the project's file covering the classes, else `names` (said in one line)."""
         if self.knowledge is not None or not self.explain:
-            return self
-        for path in bundled_knowledge().values():
-            if set(class_names) <= set(read_knowledge(path)):
-                return self.model_copy(update={"knowledge": str(path)})
-        return self  # no bundled file covers them: names only (README: bring a file with `knowledge:`)
+            if self.knowledge in (None, NAMES):
+                return self
+            path = str(Path(self.knowledge).expanduser().resolve())  # absolute: Ray's workers run elsewhere
+            knowledge_entries(path, class_names)  # refuses a file that lacks a class
+            return self.model_copy(update={"knowledge": path})
+        path = covering_knowledge(class_names)
+        if path is None:
+            say_names_only(tuple(class_names))
+        return self.model_copy(update={"knowledge": NAMES if path is None else str(path)})
 
     def descriptions(self, class_names: list[str]) -> dict[str, str]:
-        """Each class's explanation target ('' where the knowledge has none)."""
+        """Each class's explanation target ('' where explain is off or no knowledge was chosen)."""
         if not self.explain or not self.knowledge:
             return {c: "" for c in class_names}
-        kn = read_knowledge(self.knowledge)
-        return {c: kn[c].description if c in kn else "" for c in class_names}
+        return {k.label: k.description for k in knowledge_entries(self.knowledge, class_names)}

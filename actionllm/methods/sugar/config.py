@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from ...components.backbone import BackboneConfig
 from ...components.clips import ClipConfig
-from ...components.knowledge import bundled_knowledge, knowledge_for, read_knowledge
+from ...components.knowledge import NAMES, covering_knowledge, knowledge_entries, say_names_only
 from ...components.lora import LoraSettings
 from ...components.text_encoder import TextEncoderConfig
 from ...registry import RecipeConfig
@@ -39,8 +39,9 @@ class SugarConfig(RecipeConfig):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
     knowledge: str | None = Field(
-        None, description="knowledge JSONL (components/knowledge.py); None: the project's own file whose "
-        "classes cover the data's (components/knowledge/*.jsonl)")
+        None, description="knowledge JSONL (components/knowledge.py), or 'names': texts templated around each "
+        "class's name; None: the project's own file whose classes cover the data's (components/knowledge/*.jsonl), "
+        "else 'names'")
     # eq. 3's tau; the paper gives no value. chosen: 0.1 (fixed, not learned), the MIL-NCE/CLIP range
     temperature: float = Field(0.1, gt=0.0, le=1.0, description="MIL-NCE temperature tau (eq. 3)")
     # eq. 2: t = {m, v_i}, "randomly combined". chosen: per sample, one of the class's motion texts and each of
@@ -76,21 +77,23 @@ class SugarConfig(RecipeConfig):
     def windowing(self) -> tuple[int | None, int | None]:
         return self.clip.window, self.clip.stride
 
-    def knowledge_path(self, class_names: list[str]) -> Path:
-        """The knowledge file for these classes: `knowledge`, or the first bundled file covering them all."""
+    def knowledge_source(self, class_names: list[str]) -> str:
+        """Where these classes' texts come from: `knowledge` (a file, or `names`), else the first of the project's
+        files that covers them all, else `names` (said once, in one line)."""
+        if self.knowledge == NAMES:
+            return NAMES
         if self.knowledge:
-            return Path(self.knowledge).expanduser().resolve()  # absolute: Ray's workers run in other folders
-        for path in bundled_knowledge().values():
-            if set(class_names) <= set(read_knowledge(path)):
-                return path
-        raise ValueError(f"no knowledge file of the project covers the classes {class_names}: write one "
-                         "(`actionllm describe --classes FILE --out K.jsonl`, then check it) and set "
-                         "recipe_config.knowledge: K.jsonl")
+            return str(Path(self.knowledge).expanduser().resolve())  # absolute: Ray's workers run in other folders
+        path = covering_knowledge(class_names)
+        if path is None:
+            say_names_only(tuple(class_names))
+            return NAMES
+        return str(path)
 
     def for_data(self, class_names: list[str]) -> SugarConfig:
-        path = self.knowledge_path(class_names)
-        knowledge_for(class_names, read_knowledge(path), str(path))  # refuses a file that lacks a class
-        return self.model_copy(update={"knowledge": str(path)})
+        source = self.knowledge_source(class_names)
+        knowledge_entries(source, class_names)  # refuses a file that lacks a class
+        return self.model_copy(update={"knowledge": source})
 
     def problems(self, facts: dict) -> list[str]:
         out = super().problems(facts)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ...components.backbone import hidden_size
 from ...components.clips import ClipCollate, ClipPreprocessor, clip_batch
 from ...components.gcn_recognizer import read_back
-from ...components.knowledge import ClassKnowledge, knowledge_for, parse_entry, read_knowledge
+from ...components.knowledge import ClassKnowledge, knowledge_entries, parse_entry
 from ...components.label_scoring import NEG, LabelScorer
 from ...components.llm_stage import LLMStage
 from ...components.text_encoder import TextEncoder
@@ -89,7 +89,7 @@ class SugarAlignRecognizer(RecognizerBase):
         if knowledge is None:  # training: read the knowledge file and embed the class texts now
             cfg = self.cfg.for_data(self.class_names)
             self.cfg = cfg
-            knowledge = knowledge_for(self.class_names, read_knowledge(cfg.knowledge), cfg.knowledge)
+            knowledge = knowledge_entries(cfg.knowledge, self.class_names)
             self.bank = TextBank.build(knowledge, self.text_encoder())
         else:  # a folder: shapes now, embeddings from text_bank.safetensors
             self.bank = TextBank(sum(len(k.texts) for k in knowledge), int(text_dim), len(class_names))
