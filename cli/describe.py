@@ -77,6 +77,8 @@ def describe(
     device: str = typer.Option("auto", help="--backbone's device: auto (cuda when available), cpu, cuda, cuda:1"),
     timeout: float = typer.Option(120.0, min=1.0, help="seconds to wait for one --endpoint answer"),
     concurrency: int = typer.Option(8, min=1, help="--endpoint requests in flight at once"),
+    retries: int = typer.Option(2, min=0, max=10, help="--endpoint: ask again this many times after a timeout, a "
+                                "refused connection or an HTTP 429/5xx (waits 1 s, 2 s, ...)"),
     force: bool = typer.Option(False, "--force", help="overwrite --out (and its .report.json)"),
 ) -> None:
     """Generate SUGAR's motion knowledge (paper sec. 3.1) for a list of action classes with a language model.
@@ -112,14 +114,15 @@ def describe(
         generate, source = local_generator(backbone, gguf_file, device, max_new_tokens), f"backbone {backbone}"
     else:
         try:
-            model = model or d.endpoint_model(endpoint, api_key, timeout)
+            model = model or d.endpoint_model(endpoint, api_key, timeout, retries)
         except d.EndpointError as err:
             fail(str(err), code=1)
         source = f"endpoint {endpoint} model {model}"
 
         def generate(prompts, sample_seed):
             return d.generate_with_endpoint(endpoint, prompts, model=model, api_key=api_key, seed=sample_seed,
-                                            max_new_tokens=max_new_tokens, timeout=timeout, concurrency=concurrency)
+                                            max_new_tokens=max_new_tokens, timeout=timeout, concurrency=concurrency,
+                                            retries=retries)
 
     reports: list[d.ClassReport] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -137,6 +137,9 @@ class FakeLLM(BaseHTTPRequestHandler):
         self.server.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         if self.server.fail:
             return self._send(500, "internal boom")
+        if self.server.busy:  # an overloaded server's answer, this many times
+            self.server.busy -= 1
+            return self._send(503, "busy")
         prompt = body["messages"][0]["content"]
         text = ("1. **Head**: looks down\n2. **Hand**: grips\n3. **Arm**: swings\n4. **Hip**: turns\n"
                 "5. **Leg**: kicks\n6. **Foot**: strikes" if "kick" in prompt else "Leg: bends\nFoot: taps") \
@@ -149,7 +152,7 @@ class FakeLLM(BaseHTTPRequestHandler):
 @pytest.fixture
 def endpoint():
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
-    server.seen, server.fail = [], False
+    server.seen, server.fail, server.busy = [], False, 0
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -199,13 +202,19 @@ def test_endpoint_from_shards_and_errors(endpoint, tmp_path):
     assert res.exit_code == 0, res.output
     assert list(read_knowledge(tmp_path / "k.jsonl")) == ["kick", "clap"]
     assert "authorization" not in server.seen[0][1] and server.seen[0][0] == "/v1/chat/completions"
+    server.busy, n = 2, len(server.seen)  # two 503s, then answers: the retries (default 2) carry it through
+    res = describe("--data", tmp_path, "--out", tmp_path / "k1.jsonl", "--endpoint", url, "--model", "m")
+    assert res.exit_code == 0 and list(read_knowledge(tmp_path / "k1.jsonl")) == ["kick", "clap"], res.output
+    assert len(server.seen) - n == 4 + 2 and server.busy == 0
     server.fail = True
-    res = describe("--data", tmp_path, "--out", tmp_path / "k2.jsonl", "--endpoint", url, "--model", "m")
+    res = describe("--data", tmp_path, "--out", tmp_path / "k2.jsonl", "--endpoint", url, "--model", "m",
+                   "--retries", 1)
     assert res.exit_code == 1 and f"{url}/v1/chat/completions answered HTTP 500" in res.output
+    assert "(2 tries)" in res.output
     assert "internal boom" in res.output and not (tmp_path / "k2.jsonl").exists()
     server.shutdown()
     server.server_close()  # nobody listens there now
-    res = describe("--data", tmp_path, "--out", tmp_path / "k2.jsonl", "--endpoint", url)
+    res = describe("--data", tmp_path, "--out", tmp_path / "k2.jsonl", "--endpoint", url, "--retries", 0)
     assert res.exit_code == 1 and f"endpoint {url}/v1/models is unreachable" in res.output
 
 

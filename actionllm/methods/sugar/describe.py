@@ -17,6 +17,7 @@ a part the model did not mention becomes "<part> not described", and the repairs
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -219,30 +220,49 @@ def _api_url(url: str, route: str) -> str:
     return f"{base.removesuffix('/v1')}/v1/{route}"
 
 
-def _request(client, method: str, url: str, **kw) -> dict:
+RETRY_STATUS = (429, 500, 502, 503, 504)  # an overloaded or restarting server: worth asking again
+RETRY_WAIT_S = 1.0  # before the first retry; doubled before each next one (a 429's Retry-After wins when given)
+
+
+def _request(client, method: str, url: str, retries: int = 0, **kw) -> dict:
+    """One request, tried again up to `retries` times on a timeout, a refused or dropped connection, or an HTTP
+    429/5xx; the error after the last try is one line naming the URL, what went wrong and how many tries."""
     import httpx
 
-    try:
-        r = client.request(method, url, **kw)
-    except httpx.TimeoutException:
-        raise EndpointError(f"endpoint {url} did not answer within {client.timeout.read} s") from None
-    except httpx.HTTPError as err:
-        raise EndpointError(f"endpoint {url} is unreachable: {err}") from None
-    if r.status_code >= 400:
-        raise EndpointError(f"endpoint {url} answered HTTP {r.status_code}: {r.text.strip()[:300]}")
-    try:
-        return r.json()
-    except ValueError:
-        raise EndpointError(f"endpoint {url} answered HTTP {r.status_code} with a body that is not JSON") from None
+    tries = retries + 1
+    for attempt in range(tries):
+        wait = RETRY_WAIT_S * 2 ** attempt
+        said = f" ({tries} tries)" if tries > 1 else ""
+        try:
+            r = client.request(method, url, **kw)
+        except httpx.TimeoutException:
+            error = EndpointError(f"endpoint {url} did not answer within {client.timeout.read} s{said}")
+        except httpx.HTTPError as err:
+            error = EndpointError(f"endpoint {url} is unreachable: {err}{said}")
+        else:
+            if r.status_code < 400:
+                try:
+                    return r.json()
+                except ValueError:
+                    raise EndpointError(f"endpoint {url} answered HTTP {r.status_code} with a body that is not "
+                                        "JSON") from None
+            error = EndpointError(f"endpoint {url} answered HTTP {r.status_code}: {r.text.strip()[:300]}{said}")
+            if r.status_code not in RETRY_STATUS:
+                raise error  # the request itself is wrong (400, 401, 404 ...): asking again changes nothing
+            after = r.headers.get("retry-after", "")
+            wait = float(after) if after.replace(".", "", 1).isdigit() else wait
+        if attempt + 1 < tries:
+            time.sleep(min(wait, 30.0))
+    raise error
 
 
-def endpoint_model(url: str, api_key: str | None = None, timeout: float = 30.0) -> str:
+def endpoint_model(url: str, api_key: str | None = None, timeout: float = 30.0, retries: int = 0) -> str:
     """The first model an OpenAI-compatible server lists at GET /v1/models (vLLM serves one)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(timeout=timeout, headers=headers) as client:
-        listing = _request(client, "GET", _api_url(url, "models"))
+        listing = _request(client, "GET", _api_url(url, "models"), retries=retries)
     try:
         return listing["data"][0]["id"]
     except (KeyError, IndexError, TypeError):
@@ -251,12 +271,12 @@ def endpoint_model(url: str, api_key: str | None = None, timeout: float = 30.0) 
 
 def generate_with_endpoint(url: str, prompts: list[str], model: str | None = None, api_key: str | None = None,
                            max_new_tokens: int = 128, seed: int | None = None, timeout: float = 120.0,
-                           concurrency: int = 8) -> list[str]:
+                           concurrency: int = 8, retries: int = 0) -> list[str]:
     """Answers of an OpenAI-compatible chat endpoint (POST {url}/v1/chat/completions), `concurrency` requests
     at a time: temperature 0 when `seed` is None, else TEMPERATURE with the request's `seed`."""
     import httpx
 
-    model = model or endpoint_model(url, api_key, timeout)
+    model = model or endpoint_model(url, api_key, timeout, retries)
     chat = _api_url(url, "chat/completions")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -265,7 +285,7 @@ def generate_with_endpoint(url: str, prompts: list[str], model: str | None = Non
                 "temperature": 0.0 if seed is None else TEMPERATURE}
         if seed is not None:
             body["seed"] = seed
-        answer = _request(client, "POST", chat, json=body)
+        answer = _request(client, "POST", chat, retries=retries, json=body)
         try:
             return (answer["choices"][0]["message"]["content"] or "").strip()
         except (KeyError, IndexError, TypeError):
