@@ -11,6 +11,8 @@ A `[list]` slot in the prompt names the candidate classes ("... from [list].", t
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .backbone import unwrap
@@ -95,11 +97,14 @@ class LabelScorer:
         return torch.cat([pre_e, vec.to(pre_e.dtype), post_e], 1)
 
     def answer_logprobs(self, llm, prefix: torch.Tensor, rows: torch.Tensor, classes: list[int],
-                        share_prefix: bool, table: list[list[int]] | None = None) -> torch.Tensor:
+                        share_prefix: bool, table: list[list[int]] | None = None, keep: dict | None = None
+                        ) -> torch.Tensor:
         """Per-token log p of each row's class name (+EOS) after its sample's prefix -> [R, A] (0 where padded).
 
         rows [R]: the sample of each row. share_prefix: run the prefix once per sample and repeat its KV cache
-        for the rows (scoring many classes); otherwise one pass over prefix + answer per row (training)."""
+        for the rows (scoring many classes); otherwise one pass over prefix + answer per row (training). `keep`
+        (with share_prefix): receives a copy of the prefix's cache and last hidden state, taken before the cache is
+        repeated per row, from which `generate` continues without running the prefix again."""
         ans, mask = self.answer_batch(classes, prefix.device, table)
         emb = llm.get_input_embeddings()
         l0 = prefix.shape[1]
@@ -114,6 +119,8 @@ class LabelScorer:
             if not bool((counts == counts[0]).all()):
                 raise ValueError("every sample needs the same number of rows to share its prefix")
             cache = out.past_key_values
+            if keep is not None:
+                keep.update(cache=copy.deepcopy(cache), last=out.last_hidden_state[:, -1:], length=l0)
             cache.batch_repeat_interleave(int(counts[0]))
             att = torch.cat([torch.ones(len(rows), l0, dtype=torch.long, device=prefix.device), mask], 1)
             pos = (l0 + torch.arange(ans.shape[1] - 1, device=prefix.device)).expand(len(rows), -1)
@@ -128,13 +135,16 @@ class LabelScorer:
         logp = torch.log_softmax(head(h).float(), -1).gather(-1, ans[..., None]).squeeze(-1)
         return logp * mask
 
-    def score(self, llm, vec: torch.Tensor, candidates: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score(self, llm, vec: torch.Tensor, candidates: list[int], keep: dict | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class scores [B, K] (sum log-likelihood of each candidate's name; NEG for the others) and the
-        per-token log-probs [B, K', A] of the candidates."""
+        per-token log-probs [B, K', A] of the candidates. `keep`: see `answer_logprobs` (then `generate(...,
+        start=keep)` writes the text without a second prefix pass)."""
         b, k = vec.shape[0], len(candidates)
         prefix = self.prefix(llm, vec, candidates)
         rows = torch.arange(b, device=vec.device).repeat_interleave(k)
-        tok_logp = self.answer_logprobs(llm, prefix, rows, candidates * b, share_prefix=True).view(b, k, -1)
+        tok_logp = self.answer_logprobs(llm, prefix, rows, candidates * b, share_prefix=True,
+                                        keep=keep).view(b, k, -1)
         scores = torch.full((b, len(self.class_names)), NEG, device=vec.device)
         scores[:, candidates] = tok_logp.sum(-1)
         return scores, tok_logp
@@ -189,15 +199,20 @@ class LabelScorer:
         return nll / max(ntok, 1)
 
     @torch.no_grad()
-    def generate(self, llm, vec: torch.Tensor, candidates: list[int], max_new_tokens: int) -> list[str]:
-        """Greedy free generation after the prompt (display only; the scores decide the label)."""
+    def generate(self, llm, vec: torch.Tensor, candidates: list[int], max_new_tokens: int,
+                 start: dict | None = None) -> list[str]:
+        """Greedy free generation after the prompt (display only; the scores decide the label). `start`: what
+        `score(..., keep=start)` kept of the same prompt (its prefix cache and last hidden state): the prefix is
+        not run again."""
         if max_new_tokens <= 0:
             return [""] * vec.shape[0]
-        prefix = self.prefix(llm, vec, candidates)
         decoder, head, emb = unwrap(llm).get_decoder(), unwrap(llm).get_output_embeddings(), llm.get_input_embeddings()
-        cache = kv_cache(llm)
-        out = decoder(inputs_embeds=prefix, use_cache=True, past_key_values=cache)
-        h, cache, pos = out.last_hidden_state[:, -1:], out.past_key_values, prefix.shape[1]
+        if start:
+            h, cache, pos = start["last"], start["cache"], start["length"]
+        else:
+            prefix = self.prefix(llm, vec, candidates)
+            out = decoder(inputs_embeds=prefix, use_cache=True, past_key_values=kv_cache(llm))
+            h, cache, pos = out.last_hidden_state[:, -1:], out.past_key_values, prefix.shape[1]
         ids, done = [], torch.zeros(vec.shape[0], dtype=torch.bool, device=vec.device)
         for _ in range(max_new_tokens):
             nxt = head(h).float().argmax(-1)  # [B, 1]

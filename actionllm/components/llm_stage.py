@@ -228,9 +228,11 @@ class LLMStage(LoraRecognizer):
                 for g in range(0, len(idx), batch_size):
                     rows = idx[g:g + batch_size]
                     vec = torch.stack([vecs[i] for i in rows])
-                    scores, _ = scorer.score(self.llm, vec, cands)
+                    write = self.cfg.max_new_tokens if generate else 0
+                    kept: dict | None = {} if write else None  # the text continues from the scored prefix
+                    scores, _ = scorer.score(self.llm, vec, cands, keep=kept)
                     llm_scores[rows] = scores.float().cpu().numpy()
-                    texts = scorer.generate(self.llm, vec, cands, self.cfg.max_new_tokens if generate else 0)
+                    texts = scorer.generate(self.llm, vec, cands, write, start=kept)
                     for i, text in zip(rows, texts, strict=True):
                         generated[i] = text
                     tokens += len(rows) * scorer.prompt_tokens(vec.shape[1], cands)

@@ -67,3 +67,39 @@ def test_the_fusion_weight_is_read_from_the_folder_and_chosen_into_it(tmp_path, 
     assert choice["weight"] > 0 and choice["sequences"] == 3
     again = load_recognizer(folder)
     assert again.prior_weight == choice["weight"] and read_config(folder)["prior"]["split"] == "val"
+
+
+def test_the_text_continues_from_the_scored_prefix():
+    """(issue 35) Scoring keeps a copy of the prompt's KV cache: generation continues from it (one prefix pass per batch,
+    not two) and writes the same text, with the same scores, as a second pass over the prefix did."""
+    import torch
+
+    from actionllm.components.backbone import unwrap
+
+    rec = load_recognizer(LVLM.parent / "sugar")  # its LLM writes text ("The ..."); lvlm-var's stops at once
+    rec.cfg = rec.cfg.model_copy(update={"max_new_tokens": 4})
+    windows = list(np.load(LVLM.parent / "sugar.windows.npy"))
+    decoder = unwrap(rec.llm).get_decoder()
+    lengths: list[int] = []
+    hook = decoder.register_forward_pre_hook(lambda m, a, kw: lengths.append(kw["inputs_embeds"].shape[1]),
+                                             with_kwargs=True)
+    try:
+        out = rec.predict_windows(windows)
+    finally:
+        hook.remove()
+    prompts = {len(v) for v in rec.tokens(**rec.window_inputs(windows, "cpu"))[0]}  # batched by token count
+    answer = max(len(a) for a in rec.scorer.answers)
+    prefix_passes = [n for n in lengths if n > answer]
+    assert len(prefix_passes) == len(set(prefix_passes)) == len(prompts), lengths  # once per batch: scoring's
+    assert lengths.count(1) > 0  # the generated tokens, one pass each
+    with torch.no_grad():
+        rec.use_adapter()
+        vec = torch.stack(list(rec.tokens(**rec.window_inputs(windows, "cpu"))[0]))
+        cands = rec.scorer.eval_candidates
+        again = rec.scorer.generate(rec.llm, vec, cands, rec.cfg.max_new_tokens)  # its own prefix pass
+        kept: dict = {}
+        scores, _ = rec.scorer.score(rec.llm, vec, cands, keep=kept)
+        reused = rec.scorer.generate(rec.llm, vec, cands, rec.cfg.max_new_tokens, start=kept)
+        plain, _ = rec.scorer.score(rec.llm, vec, cands)
+    assert out["generated"] == again == reused and any(again)
+    torch.testing.assert_close(scores, plain)
