@@ -239,6 +239,31 @@ def test_llm_ar_folder_round_trips(tmp_path):
     assert np.allclose(after["probabilities"].sum(1), 1.0, atol=1e-5)
 
 
+def test_trained_action_embeddings_learn_and_round_trip(tmp_path):
+    """action_embeddings: trained -- the action tokens' own table, initialised from the codebook, in the optimiser's
+    bridge group, moved by a step, saved beside the VQ-VAE and read back."""
+    from actionllm.methods import load_recognizer
+
+    rec = llm_ar(["wave", "kick", "bend"], action_embeddings="trained")
+    start = rec.action_table.weight.detach().clone()
+    assert torch.equal(start, rec.vqvae.code_vectors().detach())
+    groups = rec.param_groups(1e-3)
+    assert groups[1]["params"] == [rec.action_table.weight] and groups[1]["lr"] == pytest.approx(1e-2)
+    opt = torch.optim.AdamW([p for g in groups for p in g["params"]], lr=1e-2)
+    rec.train()
+    x = torch.randn(3, 1, 32, 20, 3, generator=torch.Generator().manual_seed(1))
+    rec(x, labels=torch.tensor([0, 1, 2]))["loss"].backward()
+    opt.step()
+    assert not torch.equal(rec.action_table.weight.detach(), start)
+    assert torch.equal(rec.vqvae.code_vectors().detach(), start)  # the VQ-VAE itself stays frozen
+    wins = [np.random.default_rng(i).normal(size=(1, 25, 20, 3)).astype(np.float32) for i in range(2)]
+    before = rec.predict_windows(wins)
+    again = load_recognizer(rec.save(tmp_path / "rec"))
+    assert (tmp_path / "rec" / "action_embeddings.safetensors").is_file()
+    assert torch.equal(again.action_table.weight, rec.action_table.weight)
+    assert np.allclose(before["probabilities"], again.predict_windows(wins)["probabilities"], atol=1e-5)
+
+
 def test_stage_configs_precedence_and_refusals(tmp_path):
     from training.config import TrainConfig
 

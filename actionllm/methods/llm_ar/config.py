@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 
 from ...components.backbone import BackboneConfig
@@ -61,6 +63,12 @@ class LLMARConfig(RecipeConfig):
     vqvae_folder: str | None = Field(None, description="the VQ-VAE stage's recognizer folder the llm stage "
                                      "reads; set by `actionllm train` when both stages run")
     max_new_tokens: int = Field(8, ge=0, description="free generation shown beside the scores (0 = off)")
+    # the paper feeds the codebook's vectors as they are (frozen VQ-VAE, LoRA on the LLM). Not in the paper:
+    # `trained` makes the action tokens' input embeddings a table of their own, initialised from the codebook and
+    # trained with the adapter (lr: head_lr, default 10 x lr) -- as new vocabulary is added to an LLM
+    action_embeddings: Literal["codebook", "trained"] = Field(
+        "codebook", description="codebook: the VQ-VAE's code vectors, frozen (the paper); trained: an embedding "
+        "table initialised from them and trained in the llm stage")
 
     @model_validator(mode="before")
     @classmethod

@@ -33,6 +33,7 @@ from .config import LLMARConfig
 from .vqvae import ActionVQVAE, clip_features, usage_metrics
 
 VQVAE_WEIGHTS = "vqvae.safetensors"
+TOKENS_WEIGHTS = "action_embeddings.safetensors"  # action_embeddings: trained
 
 
 def clip_preprocessor(cfg: LLMARConfig, layout: str, train: bool, seed: int | None) -> ClipPreprocessor:
@@ -142,6 +143,11 @@ class LLMARRecognizer(LLMStage):
         self.vqvae = vqvae
         self.init_stage(model, tokenizer, device=device, seed=seed, lora=lora, prompt=self.cfg.instruction(),
                         width=self.vqvae.dim, held_out=self.cfg.held_out, what="the VQ-VAE's codebook")
+        self.action_table = None
+        if self.cfg.action_embeddings == "trained":  # the action tokens' own input embeddings, trained
+            codes = self.vqvae.code_vectors().detach().float().clone()
+            self.action_table = torch.nn.Embedding.from_pretrained(codes, freeze=False).to(self.vqvae.codebook.device)
+            self.weight_files = {**self.weight_files, TOKENS_WEIGHTS: "action_table"}
 
     @classmethod
     def preprocessor(cls, cfg, layout: str, dims: int, train: bool = False, seed: int | None = None):
@@ -159,8 +165,13 @@ class LLMARRecognizer(LLMStage):
         """Clips [B, M, T, V, C] -> (codes [B, W], their vectors [B, W, d] in the LLM's dtype)."""
         with torch.no_grad():
             codes = self.vqvae.quantise(clip_features(x.float(), self.cfg.clip.max_bodies))
-            vec = self.vqvae.code_vectors()[codes]
+            vec = self.vqvae.code_vectors()[codes] if self.action_table is None else None
+        if vec is None:
+            vec = self.action_table(codes)
         return codes, vec.to(self.llm.get_input_embeddings().weight.dtype)
+
+    def bridge_parameters(self) -> list[torch.nn.Parameter]:
+        return [] if self.action_table is None else list(self.action_table.parameters())
 
     def tokens(self, x: torch.Tensor, body_mask: torch.Tensor | None = None):
         codes, vec = self.action_sentence(x)
