@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 
 import typer
@@ -16,7 +18,8 @@ def serve(
                                           "the default model)"),
     config: Path = typer.Option(None, help="YAML: a serve config (deploy/serve.yaml, or its `args:`), or a training "
                                 "config such as tune's best.yaml (serves the recognizer it trained)"),
-    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes it: set ACTIONLLM_API_KEY)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 exposes it: set ACTIONLLM_API_KEY, or it is "
+                             "refused without --open-without-key)"),
     port: int = typer.Option(8000, min=1, max=65535),
     min_replicas: int = typer.Option(None, min=0, help="recognizer replicas at least (autoscaling)"),
     max_replicas: int = typer.Option(None, min=1, help="recognizer replicas at most (autoscaling)"),
@@ -41,6 +44,8 @@ def serve(
     address: str = typer.Option(None, help="Ray cluster address (default: an embedded local Ray)"),
     once: Path = typer.Option(None, help="send one request and stop: a JSON request body, a shard folder "
                               "(its first test sequence), or a video file (uploaded); prints the answer"),
+    open_without_key: bool = typer.Option(False, "--open-without-key", help="serve on a non-loopback --host with no "
+                                          "API key set: every route open to whoever reaches the port"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's logs here (default: a log file, named "
                                  "when the service starts, or at the end with --once)"),
 ) -> None:
@@ -62,6 +67,9 @@ def serve(
         fail(f"invalid serve config:\n{err}")
     except (FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip('"'))
+    if not is_loopback(host) and not os.environ.get(cfg.api_key_env) and not open_without_key:
+        fail(f"--host {host} serves every route to the network, and {cfg.api_key_env} is not set: set it (requests "
+             f"then need `Authorization: Bearer <key>`), or pass --open-without-key to serve without a key on purpose")
     say = lambda m: console.print(m, highlight=False)  # noqa: E731
     show = lambda data: out.print_json(data=data)  # noqa: E731
     log_path = scratch_log("serve" if once is None else "serve-once")
@@ -74,3 +82,13 @@ def serve(
             stop_ray()
     if log and once is not None:
         console.print(f"  Ray's log of this run: {log}", highlight=False, soft_wrap=True)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a service only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything

@@ -134,13 +134,17 @@ def wait_healthy(url: str, seconds: float = 120) -> None:
     """Poll `url`/healthz until it answers 200 (a service under test starting), at most `seconds`."""
     import httpx
 
-    deadline = time.time() + seconds
+    deadline, last = time.time() + seconds, "no answer"
     while time.time() < deadline:
         try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+            r = httpx.get(f"{url}/healthz", timeout=5)
+            if r.status_code == 200:
                 return
-        except httpx.HTTPError:
-            time.sleep(0.5)
+            last = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as err:
+            last = f"{type(err).__name__}: {err}"
+        time.sleep(0.5)
+    raise AssertionError(f"{url} was not healthy within {seconds:g} s (last: {last})")
 
 
 def msr_request(data_root: Path, index: int = 0) -> tuple[dict, object]:

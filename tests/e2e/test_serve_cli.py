@@ -77,7 +77,7 @@ def test_serve_answers_then_stops_when_asked(tiny_recognizers, data_root, tmp_pa
     assert not [ln for ln in lines if "WARNING" in ln or "INFO" in ln or "Traceback" in ln], lines
 
 
-def test_serve_refuses_bad_configs(tmp_path):
+def test_serve_refuses_bad_configs(tiny_recognizers, tmp_path):
     none = run("serve", check=False)
     assert none.returncode == 2 and "nothing to serve" in none.stderr
     (tmp_path / "empty").mkdir()
@@ -87,6 +87,10 @@ def test_serve_refuses_bad_configs(tmp_path):
     cfg.write_text(yaml.safe_dump({"recipe": "joints-llm", "recipe_config": {}, "output": str(tmp_path / "never")}))
     untrained = run("serve", "--config", cfg, check=False)
     assert untrained.returncode == 2 and "train it first" in untrained.stderr
+    assert "ACTIONLLM_API_KEY" not in os.environ
+    exposed = run("serve", "--checkpoint", tiny_recognizers["alpha"], "--host", "0.0.0.0", check=False)
+    assert exposed.returncode == 2 and "serves every route to the network" in exposed.stderr
+    assert "--open-without-key" in exposed.stderr  # refused before Ray starts, saying how to do it on purpose
 
 
 @pytest.mark.timeout(600)
