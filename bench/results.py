@@ -211,6 +211,8 @@ def cell_row(args, recipe: str, ds: str, cell: Path, shards: Path, made: list, t
     name = recipe if last else f"{recipe} ({rc.get('stage')} stage)"
     if recognizer == final and getattr(args, "label", None):
         name = args.label
+    if rc["config"].get("knowledge") == "names":  # sugar / lvlm-var without a knowledge file
+        name += " [class texts: names only]"
     prior = rc.get("prior") if recognizer == final else None
     if prior:  # the fusion weight was chosen on the val split by `actionllm train` (actionllm/fusion.py)
         name += " (LLM alone, prior weight 0)" if alone else \
