@@ -189,11 +189,16 @@ async def _guarded(request: Request, call_next):
                                          f"{retry_after(wait)} s").body(),
                                 status_code=429, headers={"Retry-After": retry_after(wait)})
     else:
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked upload: measure what arrived
-            if len(body) > limit:
-                return JSONResponse(ApiError(413, f"{what} too large", what,
-                                             f"{len(body)} bytes; at most {limit}").body(), status_code=413)
+        if length is None and request.method in ("POST", "PUT", "PATCH"):  # chunked: bounded while it streams
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # stop reading here: the rest of the body is never held
+                    return JSONResponse(ApiError(413, f"{what} too large", what,
+                                                 f"over {limit} bytes (chunked, {size} read when it was stopped)"
+                                                 ).body(), status_code=413, headers={"Connection": "close"})
+                chunks.append(chunk)
+            request._body = b"".join(chunks)  # what the route reads (Starlette's cached body)
         response = await call_next(request)
     timing = getattr(request.state, "timing", None)
     if timing is not None:  # validate, call (to the replica and back), aggregate, queue, model, replica: ms

@@ -136,6 +136,8 @@ def bad_requests(payload):
         ("unknown field", {"json": {**payload, "extra": 1}}, 422, "extra"),
         ("oversized body", {"content": b"[" + b" " * (2 << 20) + b"]", "headers": {"content-type": "application/json"}},
          413, "body"),
+        ("oversized chunked body", {"content": (b" " * (64 << 10) for _ in range(20)),  # no Content-Length
+                                    "headers": {"content-type": "application/json"}}, 413, "body"),
         ("malformed JSON", {"content": b'{"frames": [[[1, 2', "headers": {"content-type": "application/json"}}, 400, "body"),
         ("bad coco document", {"json": {"format": "coco-keypoints", "data": {"images": 3}}}, 422, "data"),
         ("no key", {"json": payload, "headers": {"Authorization": "Bearer wrong"}}, 401, "Authorization"),
@@ -154,6 +156,11 @@ def test_bad_requests_are_4xx_naming_the_field_and_service_stays_up(service, bod
         assert err["detail"], name
     assert httpx.get(f"{url}/healthz").status_code == 200
     assert post(url, payload).status_code == 200  # still serving
+    data = json.dumps(payload).encode()
+    pieces = (data[i:i + 4096] for i in range(0, len(data), 4096))  # a valid body sent chunked: read and answered
+    r = httpx.post(f"{url}/v1/recognize", content=pieces, headers={**AUTH, "content-type": "application/json"},
+                   timeout=120)
+    assert r.status_code == 200, r.text[:300]
 
 
 def test_named_formats(service, data_root):
