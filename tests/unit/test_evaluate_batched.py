@@ -94,9 +94,9 @@ def test_evaluate_writes_no_text_and_the_scores_do_not_depend_on_it(tiny_llm_ar,
     asked = []
     real_generate = type(rec.scorer).generate
 
-    def counting(self, llm, vec, candidates, max_new_tokens):
+    def counting(self, llm, vec, candidates, max_new_tokens, **kw):
         asked.append(max_new_tokens)
-        return real_generate(self, llm, vec, candidates, max_new_tokens)
+        return real_generate(self, llm, vec, candidates, max_new_tokens, **kw)
 
     monkeypatch.setattr(type(rec.scorer), "generate", counting)
     evaluate(str(tiny_llm_ar), str(data), batch_size=2)
